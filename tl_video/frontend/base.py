@@ -1,0 +1,40 @@
+"""What every front end produces: projected video tokens plus each token's (frame, row, col)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Float, Int
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """Projected video tokens in the order the LM's placeholders consume them."""
+
+    embeddings: Float[torch.Tensor, "n_tokens d_model"]
+    grid: Int[torch.Tensor, "n_tokens 3"]  # (frame or tubelet, row, col) of each token
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-token extras, e.g. deepstack
+
+
+class VideoFrontEnd(nn.Module):
+    """Holds the checkpoint's own vision tower and projector; `encode` mirrors HF's video path.
+
+    Subclasses state only what differs: which processor outputs they read and how tokens are
+    pooled and ordered. `frame_unit` says what one "frame" index means (2 frames for tubelets).
+    """
+
+    family: ClassVar[str]
+    frame_unit: ClassVar[str] = "frame"
+
+    video_token_id: int  # the placeholder id the processor expands, one per video token
+    video_placeholder: str  # the placeholder text a prompt may contain, e.g. "<video>"
+
+    def video_inputs(self, processed: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The processor outputs `encode` needs (e.g. pixel_values_videos, video_grid_thw)."""
+        raise NotImplementedError
+
+    def encode(self, **video_inputs: torch.Tensor) -> VideoFeatures:
+        raise NotImplementedError

@@ -1,0 +1,74 @@
+"""HF checkpoint -> HookedVideoTransformer: resolve, check, convert, attach the front end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tl_video.loading.checkpoint import (
+    CheckpointError,
+    check_remote_code,
+    check_weight_files,
+    read_config,
+    resolve_checkpoint,
+)
+from tl_video.loading.llama_weights import fill_absent_biases
+from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
+from tl_video.model.config import AttentionImplementation, VideoTransformerConfig
+
+__all__ = ["CheckpointError", "FAMILIES", "load_pretrained", "supported_architectures"]
+
+
+def load_pretrained(
+    model_class: type,
+    name_or_path: str | Path,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: AttentionImplementation = "auto",
+    keep_hf_model: bool = False,
+) -> Any:
+    """Load a supported VideoLLM as `model_class` (HookedVideoTransformer).
+
+    The HF model is loaded once: its vision tower and projector become the front end, its
+    language model is converted into our layout (sharing storage where the layout allows).
+    `keep_hf_model=True` also returns the HF model as `model.hf_model` (for parity checks).
+    """
+    from transformers import AutoProcessor
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    folder = resolve_checkpoint(name_or_path)
+    config = read_config(folder)
+    check_remote_code(folder, config, trust_remote_code)
+    family = family_for(config, str(folder))
+    check_weight_files(folder)
+    hf_model = family.load_hf_model(folder, dtype)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    cfg = VideoTransformerConfig(
+        **family.config_fields(hf_model.config),
+        dtype=dtype,
+        device=str(device or "cpu"),
+        model_name=str(name_or_path),
+        family=family.name,
+        attn_implementation=attn_implementation,
+    )
+    language_model, lm_head = family.language_model(hf_model), family.lm_head(hf_model)
+    frontend = family.build_frontend(hf_model, processor)
+    model = model_class(cfg, tokenizer=processor.tokenizer, frontend=frontend, processor=processor)
+    state = fill_absent_biases(model, family.convert_weights(language_model, lm_head, cfg))
+    own = {name for name in model.state_dict() if not name.startswith("frontend.")}
+    missing = sorted(own - set(state))
+    if missing:
+        raise CheckpointError(f"{folder}: no weights converted for {missing[:8]}")
+    state.update({f"frontend.{k}": v for k, v in frontend.state_dict().items()})
+    model.load_state_dict(state, strict=True, assign=True)
+    if keep_hf_model:
+        model.hf_model = [hf_model]  # in a list so it is not registered as a submodule
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model

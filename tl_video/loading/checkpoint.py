@@ -1,0 +1,67 @@
+"""Find a checkpoint folder (local or hub) and read its config safely."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Files a VideoLLM checkpoint needs; weights only as safetensors (no pickle).
+_CHECKPOINT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded as it is; the message says what to change."""
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id downloaded (safetensors and configs only)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; pass the checkpoint folder that holds config.json")
+    name = str(name_or_path)
+    if name.count("/") != 1 or name.startswith(("/", ".")):
+        raise FileNotFoundError(f"no checkpoint folder at {path} (and {name!r} is not a hub id like 'org/name')")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=_CHECKPOINT_PATTERNS))
+    except Exception as error:  # offline, unknown repo, gated, ...
+        raise FileNotFoundError(
+            f"{name!r} is not a local folder and could not be fetched from the model hub "
+            f"({type(error).__name__}: {error}). Download it once and pass the folder path."
+        ) from error
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} has no config.json; is it a Hugging Face checkpoint folder?")
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+
+
+def check_weight_files(folder: Path) -> None:
+    """Refuse folders whose weights are only pickles (`.bin`/`.pt`), which could run code on load."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds weights only as pickle files {pickles}; convert them to safetensors "
+            "(transformers' `save_pretrained(safe_serialization=True)`) before loading"
+        )
+    raise CheckpointError(f"{folder} has no *.safetensors weight files")
+
+
+def check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: bool) -> None:
+    """A checkpoint that ships its own modelling code loads only when the user says so."""
+    if config.get("auto_map") and not trust_remote_code:
+        raise CheckpointError(
+            f"{folder}/config.json maps to custom code ({sorted(config['auto_map'])}); loading it would "
+            "execute that code. Pass trust_remote_code=True if you trust the checkpoint."
+        )

@@ -1,0 +1,136 @@
+"""Grouped-query self-attention with TransformerLens hook points.
+
+Weights use TransformerLens's layout (`W_Q [head_index d_model d_head]`, `W_O [head_index d_head
+d_model]`). The additive mask (0 = open, finfo.min = blocked) arrives built once per forward and
+passes through `hook_attn_mask`, so a knockout edits the mask, not the scores. Scores and pattern
+are materialised only when a hook reads them (or `attn_implementation="eager"`); otherwise the
+fused SDPA kernel runs on the very same mask.
+"""
+
+from __future__ import annotations
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from tl_video.model.config import VideoTransformerConfig
+from tl_video.model.kv_cache import LayerKeyValues
+from tl_video.model.rms_norm import RMSNorm
+from tl_video.model.rotary import apply_rotary
+
+AttnInput = Float[torch.Tensor, "batch pos d_model"] | Float[torch.Tensor, "batch pos head_index d_model"]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: VideoTransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_heads, n_kv, d_model, d_head = cfg.n_heads, cfg.n_key_value_heads, cfg.d_model, cfg.d_head
+        dtype = cfg.dtype
+        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head, dtype=dtype))
+        self._W_K = nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype))
+        self._W_V = nn.Parameter(torch.empty(n_kv, d_model, d_head, dtype=dtype))
+        self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model, dtype=dtype))
+        self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head, dtype=dtype), requires_grad=cfg.attn_qkv_bias)
+        self._b_K = nn.Parameter(torch.zeros(n_kv, d_head, dtype=dtype), requires_grad=cfg.attn_qkv_bias)
+        self._b_V = nn.Parameter(torch.zeros(n_kv, d_head, dtype=dtype), requires_grad=cfg.attn_qkv_bias)
+        self.b_O = nn.Parameter(torch.zeros(d_model, dtype=dtype), requires_grad=cfg.attn_out_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(d_head, cfg.eps, dtype)
+            self.k_norm = RMSNorm(d_head, cfg.eps, dtype)
+        self.scale = d_head**-0.5
+
+        self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, kv_head_index, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, kv_head_index, d_head]
+        self.hook_rot_q = HookPoint()  # [batch, pos, head_index, d_head], after rotary
+        self.hook_rot_k = HookPoint()  # [batch, pos, kv_head_index, d_head], after rotary
+        self.hook_attn_mask = HookPoint()  # [batch, 1, query_pos, key_pos], additive
+        self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos], masked
+        self.hook_pattern = HookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, head_index, d_model], if use_attn_result
+
+    # TransformerLens reads W_K / W_V with one slice per query head (as HookedTransformer's GQA does).
+    @property
+    def W_K(self) -> Float[torch.Tensor, "head_index d_model d_head"]:
+        return self._W_K.repeat_interleave(self.cfg.n_query_groups, dim=0)
+
+    @property
+    def W_V(self) -> Float[torch.Tensor, "head_index d_model d_head"]:
+        return self._W_V.repeat_interleave(self.cfg.n_query_groups, dim=0)
+
+    @property
+    def b_K(self) -> Float[torch.Tensor, "head_index d_head"]:
+        return self._b_K.repeat_interleave(self.cfg.n_query_groups, dim=0)
+
+    @property
+    def b_V(self) -> Float[torch.Tensor, "head_index d_head"]:
+        return self._b_V.repeat_interleave(self.cfg.n_query_groups, dim=0)
+
+    def forward(
+        self,
+        query_input: AttnInput,
+        key_input: AttnInput,
+        value_input: AttnInput,
+        cos: Float[torch.Tensor, "batch pos d_head"],
+        sin: Float[torch.Tensor, "batch pos d_head"],
+        mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+        past: LayerKeyValues | None = None,
+    ) -> tuple[Float[torch.Tensor, "batch pos d_model"], LayerKeyValues]:
+        q = self.hook_q(_project(query_input, self.W_Q, self.b_Q))
+        k = self.hook_k(_project(key_input, self._W_K, self._b_K))
+        v = self.hook_v(_project(value_input, self._W_V, self._b_V))
+        if self.cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = self.hook_rot_q(apply_rotary(q, cos, sin))
+        k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        present = LayerKeyValues(k, v) if past is None else past.extended(k, v)
+        mask = self.hook_attn_mask(mask)
+        z = self.hook_z(self._attend(q, present.keys, present.values, mask))
+        if self.cfg.use_attn_result:
+            result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
+            out = result.sum(dim=2) + self.b_O
+        else:
+            out = einops.einsum(z, self.W_O, "b q h d, h d m -> b q m") + self.b_O
+        return out, present
+
+    def needs_pattern(self) -> bool:
+        """Whether scores/pattern must be materialised (eager) rather than fused."""
+        if self.cfg.attn_implementation != "auto":
+            return self.cfg.attn_implementation == "eager"
+        return self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
+
+    def _attend(
+        self,
+        q: Float[torch.Tensor, "batch query_pos head_index d_head"],
+        k: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
+        v: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
+        mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+    ) -> Float[torch.Tensor, "batch query_pos head_index d_head"]:
+        groups = self.cfg.n_query_groups
+        q = q.transpose(1, 2)  # [batch, head, query_pos, d_head]
+        k = k.transpose(1, 2).repeat_interleave(groups, dim=1)
+        v = v.transpose(1, 2).repeat_interleave(groups, dim=1)
+        if self.needs_pattern():
+            scores = torch.matmul(q, k.transpose(2, 3)) * self.scale + mask
+            scores = self.hook_attn_scores(scores)
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+            z = torch.matmul(pattern, v)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale)
+        return z.transpose(1, 2)
+
+
+def _project(
+    x: AttnInput,
+    weight: Float[torch.Tensor, "head_index d_model d_head"],
+    bias: Float[torch.Tensor, "head_index d_head"],
+) -> Float[torch.Tensor, "batch pos head_index d_head"]:
+    """x W + b per head; x is shared by all heads [b p m] or split per head [b p h m]."""
+    if x.ndim == 3:
+        return einops.einsum(x, weight, "b p m, h m d -> b p h d") + bias
+    return einops.einsum(x, weight, "b p h m, h m d -> b p h d") + bias

@@ -1,0 +1,78 @@
+"""Configuration of the hooked language backbone, a TransformerLens config dataclass.
+
+Family differences (biases, q/k-norm, rope type, M-RoPE) are fields here, never checks on
+the model name. The fields TransformerLens's tools read keep TransformerLens's meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from transformer_lens.config import TransformerLensConfig
+
+AttentionImplementation = Literal["auto", "eager", "sdpa"]
+
+
+@dataclass
+class VideoTransformerConfig(TransformerLensConfig):
+    """A decoder-only, pre-norm, rotary, SwiGLU language backbone (Llama / Qwen / Vicuna)."""
+
+    # --- fields TransformerLens's tools read; values fixed for this architecture family ---
+    normalization_type: str | None = "RMS"  # RMSNorm before attention, MLP and unembedding
+    final_rms: bool = True  # the final norm is an RMSNorm too
+    uses_rms_norm: bool = True
+    gated_mlp: bool = True  # SwiGLU: W_out(act(x W_gate) * (x W_in))
+    act_fn: str = "silu"  # activation of the gate
+    positional_embedding_type: str = "rotary"
+    parallel_attn_mlp: bool = False  # attention and MLP read resid_pre / resid_mid in sequence
+    attn_only: bool = False
+    default_prepend_bos: bool = False  # the chat template places BOS itself
+    model_name: str = "custom"  # hub id or folder the weights came from
+    # --- TransformerLens switches, same meaning as in HookedTransformer ---
+    use_attn_result: bool = False  # compute hook_result: per-head output [batch pos head d_model]
+    use_split_qkv_input: bool = False  # separate hook_q/k/v_input per head
+    use_attn_in: bool = False  # one hook_attn_in per head feeding q, k and v
+    use_hook_mlp_in: bool = False  # a hook_mlp_in copy of resid_mid before ln2
+    # --- architecture details that differ between families ---
+    rope_parameters: dict[str, Any] = field(
+        default_factory=lambda: {"rope_type": "default", "rope_theta": 10000.0}
+    )  # the HF `rope_parameters` dict (rope_type, rope_theta, factor, ...)
+    mrope_section: tuple[int, ...] | None = None  # (t, h, w) frequency split for M-RoPE; None = 1D
+    mrope_interleaved: bool = False  # Qwen3-VL interleaves t/h/w frequencies instead of chunking
+    attn_qkv_bias: bool = False  # q_proj, k_proj, v_proj have biases (Qwen2)
+    attn_out_bias: bool = False  # o_proj has a bias
+    mlp_bias: bool = False  # gate/up/down projections have biases
+    qk_norm: bool = False  # RMSNorm over d_head on queries and keys before rotary (Qwen3)
+    max_position_embeddings: int = 4096  # HF value, used by some rope scaling types
+    attn_implementation: AttentionImplementation = "auto"  # auto = SDPA unless a hook needs scores
+    family: str = "custom"  # the front-end family (e.g. "llava_next_video")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_key_value_heads is None:
+            self.n_key_value_heads = self.n_heads
+        if self.n_heads % self.n_key_value_heads != 0:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not a multiple of n_key_value_heads={self.n_key_value_heads}"
+            )
+        if self.attn_implementation not in ("auto", "eager", "sdpa"):
+            raise ValueError(
+                f"attn_implementation={self.attn_implementation!r}; expected 'auto', 'eager' or 'sdpa'"
+            )
+        if isinstance(self.dtype, str):
+            self.dtype = getattr(torch, self.dtype.removeprefix("torch."))
+        if self.mrope_section is not None:
+            self.mrope_section = tuple(self.mrope_section)
+
+    @property
+    def n_query_groups(self) -> int:
+        """Query heads sharing one key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_key_value_heads
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field (dtype as a string)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["dtype"] = str(self.dtype).removeprefix("torch.")
+        return values

@@ -1,0 +1,296 @@
+"""HookedVideoTransformer: a VideoLLM's language backbone with TransformerLens hook points.
+
+Projected video tokens enter through the video bank (see `video_bank.py`), so every input is a
+plain integer token tensor and TransformerLens's `ActivationCache`, `patching` and
+`tools.analysis` run on it unchanged. Loading and input preparation live in
+`tl_video.loading` and `tl_video.prompts`; this module is assembly and forward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from tl_video.model.block import TransformerBlock
+from tl_video.model.config import VideoTransformerConfig
+from tl_video.model.embed import Embed, Unembed
+from tl_video.model.kv_cache import KeyValueCache
+from tl_video.model.masks import causal_mask
+from tl_video.model.positions import sequential_position_ids
+from tl_video.model.rms_norm import RMSNorm
+from tl_video.model.rotary import RotaryEmbedding
+from tl_video.model.tokenization import TokenizationMixin
+from tl_video.model.video_bank import VideoBank
+
+if TYPE_CHECKING:
+    from tl_video.prompts.prepared import PreparedInput
+
+ReturnType = Literal["logits", "loss", "both"] | None
+
+
+class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
+    """A hooked language backbone fed by a projected-video-token front end.
+
+    >>> model = HookedVideoTransformer.from_pretrained("llava-hf/LLaVA-NeXT-Video-7B-hf")  # doctest: +SKIP
+    >>> inp = model.prepare(video="clip.mp4", prompt="What happens?")  # doctest: +SKIP
+    >>> logits, cache = model.run_with_cache(inp.tokens)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cfg: VideoTransformerConfig,
+        tokenizer: Any = None,
+        frontend: nn.Module | None = None,
+        processor: Any = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.embed = Embed(cfg)
+        self.video_bank = VideoBank(cfg.d_vocab, cfg.d_model, cfg.dtype)
+        self.hook_video_embed = HookPoint()  # [batch, video_pos, d_model], projected video tokens
+        self.hook_embed = HookPoint()  # [batch, pos, d_model], text and video embeddings together
+        self.rotary = RotaryEmbedding(cfg)
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.ln_final = RMSNorm(cfg.d_model, cfg.eps, cfg.dtype)
+        self.unembed = Unembed(cfg)
+        self.frontend = frontend
+        self.setup()
+
+    # ------------------------------------------------------------------ loading and inputs
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> "HookedVideoTransformer":
+        """Load a supported VideoLLM from a hub id or a local folder; see `tl_video.loading.load`."""
+        from tl_video.loading import load_pretrained
+
+        return load_pretrained(cls, name_or_path, **kwargs)
+
+    def prepare(self, video: Any, prompt: str, **kwargs: Any) -> "PreparedInput":
+        """Turn a video (uint8 [T,H,W,3] frames or a file path) and a prompt into tokens + layout."""
+        from tl_video.prompts.prepare import prepare_input
+
+        return prepare_input(self, video=video, prompt=prompt, **kwargs)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input: Int[torch.Tensor, "batch pos"] | Float[torch.Tensor, "batch pos d_model"],
+        return_type: ReturnType = "logits",
+        *,
+        attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
+        position_ids: torch.Tensor | None = None,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
+        past_kv_cache: KeyValueCache | None = None,
+        tokens: Int[torch.Tensor, "batch pos"] | None = None,
+    ) -> Any:
+        """Run the backbone.
+
+        `input` is a token tensor, or the residual stream entering layer `start_at_layer`
+        (then pass `tokens` or `position_ids` when positions are not plain 0..pos-1).
+        `stop_at_layer=l` returns the residual stream entering layer l. `attention_mask` marks
+        padding (1 = real token). `past_kv_cache` is read and extended in place.
+        """
+        start = self._check_layer("start_at_layer", start_at_layer, 0)
+        stop = self._check_layer("stop_at_layer", stop_at_layer, self.cfg.n_layers)
+        if start_at_layer is None:
+            tokens = self._check_tokens(input)
+            residual = self.embed_tokens(tokens)
+        else:
+            residual = input
+        batch, length = residual.shape[:2]
+        past_length = 0 if past_kv_cache is None else past_kv_cache.length
+        key_padding = self._key_padding(attention_mask, past_kv_cache, batch, length, residual.device)
+        if position_ids is None:
+            position_ids = self.position_ids(tokens, attention_mask, past_kv_cache, batch, length, residual.device)
+        cos, sin = self.rotary(position_ids.to(residual.device), residual.dtype)
+        query_index = torch.arange(past_length, past_length + length, device=residual.device)
+        key_index = torch.arange(past_length + length, device=residual.device)
+        mask = causal_mask(query_index, key_index, key_padding, batch, residual.dtype)
+
+        for layer in range(start, stop):
+            past = None if past_kv_cache is None else past_kv_cache.layers[layer]
+            residual, present = self.blocks[layer](residual, cos, sin, mask, past)
+            if past_kv_cache is not None:
+                past_kv_cache.layers[layer] = present
+        if past_kv_cache is not None:
+            past_kv_cache.key_padding_mask = key_padding
+            past_kv_cache.last_position_ids = position_ids[..., -1]
+        if stop < self.cfg.n_layers:
+            return residual
+        if return_type is None:
+            return None
+        logits = self.unembed(self.ln_final(residual))
+        if return_type == "logits":
+            return logits
+        loss = self.loss(logits, tokens)
+        return loss if return_type == "loss" else (logits, loss)
+
+    def embed_tokens(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Text ids through W_E, video ids through the bank; `hook_video_embed` sees the video rows."""
+        is_video = self.video_bank.is_video(tokens)
+        embeddings = self.embed(tokens.masked_fill(is_video, 0))
+        video_counts = is_video.sum(-1)
+        if int(video_counts.max()) > 0:
+            if not bool((video_counts == video_counts[0]).all()):
+                raise ValueError(
+                    f"every row of a batch must hold the same number of video tokens, got {video_counts.tolist()}"
+                )
+            video = self.video_bank.lookup(tokens[is_video]).to(embeddings.dtype)
+            video = self.hook_video_embed(video.view(tokens.shape[0], int(video_counts[0]), -1))
+            embeddings = embeddings.masked_scatter(is_video[..., None], video.reshape(-1, video.shape[-1]))
+        return self.hook_embed(embeddings)
+
+    def position_ids(
+        self,
+        tokens: Int[torch.Tensor, "batch pos"] | None,
+        attention_mask: Int[torch.Tensor, "batch pos"] | None,
+        past_kv_cache: KeyValueCache | None,
+        batch: int,
+        length: int,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Positions derived from the tokens: 1D, or M-RoPE (t, h, w) from the bank's video grid."""
+        start = None
+        if past_kv_cache is not None and past_kv_cache.last_position_ids is not None:
+            start = past_kv_cache.last_position_ids + 1
+        if self.cfg.mrope_section is None:
+            return sequential_position_ids(attention_mask, batch, length, device, start)
+        from tl_video.model.mrope_positions import mrope_position_ids
+
+        if tokens is None:
+            raise ValueError("M-RoPE positions depend on the video tokens: pass tokens= or position_ids=")
+        return mrope_position_ids(self.cfg, tokens, self.video_bank, attention_mask, start)
+
+    def loss(self, logits: Float[torch.Tensor, "batch pos d_vocab"], tokens: Int[torch.Tensor, "batch pos"] | None) -> torch.Tensor:
+        """Mean next-token cross-entropy over text targets (video tokens are never predicted)."""
+        if tokens is None:
+            raise ValueError("return_type='loss' needs the tokens (pass tokens= with start_at_layer)")
+        targets = tokens[:, 1:].masked_fill(self.video_bank.is_video(tokens[:, 1:]), -100)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any) -> tuple[Any, ActivationCache | dict]:
+        """As HookedRootModule.run_with_cache, returning a TransformerLens `ActivationCache`."""
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, ActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def generate(self, input: Int[torch.Tensor, "batch pos"], max_new_tokens: int = 16, **kwargs: Any) -> torch.Tensor:
+        """Greedy decoding with a key/value cache; active hooks apply at every step."""
+        from tl_video.model.generation import greedy_generate
+
+        return greedy_generate(self, input, max_new_tokens=max_new_tokens, **kwargs)
+
+    # ------------------------------------------------------------------ what TransformerLens reads
+    @property
+    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> Float[torch.Tensor, "d_vocab"]:
+        return self.unembed.b_U
+
+    @property
+    def W_E(self) -> Float[torch.Tensor, "d_vocab d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_O(self) -> Float[torch.Tensor, "n_layers head_index d_head d_model"]:
+        return torch.stack([block.attn.W_O for block in self.blocks])
+
+    def tokens_to_residual_directions(self, tokens: Any) -> Float[torch.Tensor, "... d_model"]:
+        """Unembedding directions of tokens, with the final norm's gain folded in.
+
+        Because the final RMSNorm's weight is not folded into W_U here, it is folded into the
+        direction, so `ActivationCache.logit_attrs` (which divides by the cached scale) is exact.
+        """
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        tokens = torch.as_tensor(tokens, device=self.W_U.device)
+        directions = (self.W_U * self.ln_final.w[:, None])[:, tokens]
+        return directions.movedim(0, -1) if directions.ndim > 1 else directions
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> torch.Tensor:
+        """Sum of the attention and MLP output biases written before `layer` (TransformerLens API)."""
+        total = torch.zeros(self.cfg.d_model, device=self.W_U.device, dtype=self.cfg.dtype)
+        for index in range(layer):
+            total = total + self.blocks[index].attn.b_O
+            if include_mlp_biases:
+                total = total + self.blocks[index].mlp.b_out
+        if mlp_input:
+            if layer >= self.cfg.n_layers:
+                raise ValueError(f"mlp_input=True needs layer < n_layers={self.cfg.n_layers}, got {layer}")
+            total = total + self.blocks[layer].attn.b_O
+        return total
+
+    def set_use_attn_result(self, use: bool) -> None:
+        self.cfg.use_attn_result = use
+
+    def set_use_split_qkv_input(self, use: bool) -> None:
+        self.cfg.use_split_qkv_input = use
+
+    def set_use_attn_in(self, use: bool) -> None:
+        self.cfg.use_attn_in = use
+
+    def set_use_hook_mlp_in(self, use: bool) -> None:
+        self.cfg.use_hook_mlp_in = use
+
+    # ------------------------------------------------------------------ checks
+    def _check_layer(self, name: str, value: int | None, default: int) -> int:
+        if value is None:
+            return default
+        n = self.cfg.n_layers
+        if not isinstance(value, int) or not -n <= value <= n:
+            raise ValueError(f"{name}={value!r} is out of range for a model with {n} layers (use 0..{n})")
+        return value % n if value < 0 else value
+
+    def _check_tokens(self, tokens: Any) -> Int[torch.Tensor, "batch pos"]:
+        if isinstance(tokens, str):
+            raise TypeError(
+                "forward takes token ids, not text; use model.prepare(video=..., prompt=...).tokens "
+                "or model.to_tokens(text)"
+            )
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point:
+            raise TypeError(
+                "forward expects integer token ids [batch, pos] (or a residual with start_at_layer=), "
+                f"got {type(tokens).__name__} {getattr(tokens, 'dtype', '')}"
+            )
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.numel() and int(tokens.min()) < 0:
+            raise ValueError(f"token ids must be >= 0, got {int(tokens.min())}")
+        limit = self.cfg.d_vocab + len(self.video_bank)
+        if tokens.numel() and int(tokens.max()) >= limit:
+            raise ValueError(
+                f"token id {int(tokens.max())} is out of range: text ids are [0, {self.cfg.d_vocab}) and "
+                f"registered video ids [{self.cfg.d_vocab}, {limit}); prepare inputs with this model's `prepare`"
+            )
+        return tokens.to(self.W_E.device)
+
+    @staticmethod
+    def _key_padding(
+        attention_mask: torch.Tensor | None,
+        past_kv_cache: KeyValueCache | None,
+        batch: int,
+        length: int,
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        past_padding = None if past_kv_cache is None else past_kv_cache.key_padding_mask
+        if attention_mask is None and past_padding is None:
+            return None
+        current = torch.ones(batch, length, dtype=torch.long, device=device) if attention_mask is None else attention_mask.to(device).long()
+        if past_kv_cache is None or past_kv_cache.length == 0:
+            return current
+        previous = past_padding if past_padding is not None else torch.ones(batch, past_kv_cache.length, dtype=torch.long, device=device)
+        return torch.cat([previous, current], dim=-1)

@@ -1,0 +1,53 @@
+"""Per-layer keys/values (after rotary) that later passes can reuse.
+
+Used by `generate` and by passes that compute only some query positions against keys and
+values computed before (the knockout speed-ups of ROADMAP.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float, Int
+
+
+@dataclass(frozen=True)
+class LayerKeyValues:
+    """Keys (rotated) and values of one layer, [batch, key_pos, kv_head_index, d_head]."""
+
+    keys: Float[torch.Tensor, "batch key_pos kv_head_index d_head"]
+    values: Float[torch.Tensor, "batch key_pos kv_head_index d_head"]
+
+    def extended(self, keys: torch.Tensor, values: torch.Tensor) -> "LayerKeyValues":
+        return LayerKeyValues(torch.cat([self.keys, keys], dim=1), torch.cat([self.values, values], dim=1))
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[1]
+
+
+@dataclass
+class KeyValueCache:
+    """Keys/values of every layer plus what positions need: the padding mask and the next position ids.
+
+    Pass an empty cache to `forward(..., past_kv_cache=cache)`; it is filled in place and the
+    next call continues from where it stopped.
+    """
+
+    layers: list[LayerKeyValues | None] = field(default_factory=list)
+    key_padding_mask: Int[torch.Tensor, "batch key_pos"] | None = None
+    last_position_ids: torch.Tensor | None = None  # [batch] (1D) or [3, batch] (M-RoPE)
+
+    @classmethod
+    def empty(cls, n_layers: int) -> "KeyValueCache":
+        return cls(layers=[None] * n_layers)
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0] if self.layers else None
+        return 0 if first is None else first.length
+
+    def freeze(self) -> "KeyValueCache":
+        """A shallow copy, so a later pass can start from this state without extending it."""
+        return KeyValueCache(list(self.layers), self.key_padding_mask, self.last_position_ids)

@@ -1,0 +1,87 @@
+"""video + prompt -> PreparedInput: frames -> processor -> front end -> video bank -> token ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from tl_video.model.video_bank import content_key
+from tl_video.prompts.layout import layout_from_tokens
+from tl_video.prompts.prepared import PreparedInput
+from tl_video.prompts.render import render_prompt
+
+if TYPE_CHECKING:
+    from tl_video.model.hooked_video_transformer import HookedVideoTransformer
+
+DEFAULT_NUM_FRAMES = 8
+
+
+def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
+    """A path or file object is decoded (T frames at segment midpoints); arrays are checked."""
+    if isinstance(video, (str, Path)) or hasattr(video, "read"):
+        from tl_video.video import read_video
+
+        return read_video(video, num_frames=num_frames or DEFAULT_NUM_FRAMES).frames
+    frames = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(
+            f"video frames must be uint8 [frames, height, width, 3] (RGB), got shape {frames.shape}; "
+            "pass a file path to decode a video"
+        )
+    if frames.dtype != np.uint8:
+        raise ValueError(f"video frames must be uint8 RGB in [0, 255], got dtype {frames.dtype}")
+    if frames.shape[0] == 0:
+        raise ValueError("the video has no frames")
+    if min(frames.shape[1:3]) < 2:
+        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small to encode")
+    if num_frames is not None and frames.shape[0] != num_frames:
+        raise ValueError(f"expected {num_frames} frames (num_frames=), got {frames.shape[0]}")
+    return frames
+
+
+def prepare_input(
+    model: "HookedVideoTransformer",
+    *,
+    video: Any,
+    prompt: str,
+    num_frames: int | None = None,
+    system: str | None = None,
+    answer_prefix: str = "",
+    use_chat_template: bool = True,
+) -> PreparedInput:
+    """Prepare one (video, prompt) pair for `model`; the video's tokens are added to its bank."""
+    frontend, processor = model.frontend, model.processor
+    if frontend is None or processor is None:
+        raise ValueError("this model has no video front end; load it with HookedVideoTransformer.from_pretrained")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    frames = load_frames(video, num_frames)
+    text = render_prompt(
+        processor, prompt, frontend.video_placeholder,
+        system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
+    )
+    processed = processor(text=text, videos=[frames], return_tensors="pt")
+    input_ids = processed["input_ids"][0]
+    video_inputs = frontend.video_inputs(processed)
+    features = frontend.encode(**{k: v.to(model.cfg.device) for k, v in video_inputs.items()})
+    is_placeholder = input_ids == frontend.video_token_id
+    n_placeholders, n_features = int(is_placeholder.sum()), features.embeddings.shape[0]
+    if n_placeholders != n_features:
+        raise ValueError(
+            f"the processed prompt holds {n_placeholders} video placeholder tokens but the front end "
+            f"produced {n_features} video tokens; the prompt has no room for the video as written"
+        )
+    if input_ids.shape[0] > model.cfg.n_ctx:
+        raise ValueError(
+            f"the prepared input is {input_ids.shape[0]} tokens ({n_features} of them video) but the model's "
+            f"context is {model.cfg.n_ctx}; use fewer frames (num_frames=) or a shorter prompt"
+        )
+    key = content_key(next(iter(video_inputs.values())), sorted(video_inputs))
+    entry = model.video_bank.register(features.embeddings, features.grid, key, features.extras)
+    tokens = input_ids.clone()
+    tokens[is_placeholder] = entry.token_ids
+    layout = layout_from_tokens(tokens, is_placeholder, features.grid, frontend.frame_unit)
+    return PreparedInput(tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames)

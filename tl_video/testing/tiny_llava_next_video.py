@@ -1,0 +1,118 @@
+"""A tiny random LLaVA-NeXT-Video checkpoint (CLIP tower, 2x2 average pool, Llama LM), saved offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaNextImageProcessor,
+    LlavaNextVideoConfig,
+    LlavaNextVideoForConditionalGeneration,
+    LlavaNextVideoProcessor,
+    LlavaNextVideoVideoProcessor,
+)
+
+from tl_video.testing.tokenizer import build_byte_tokenizer
+
+# Vicuna-style template of the llava-hf LLaVA-NeXT-Video checkpoints: the video comes first.
+VICUNA_VIDEO_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] if message['content'] is string "
+    "else message['content'][0]['text'] }}{{ ' ' }}"
+    "{% else %}{{ message['role'].upper() + ': ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif item['type'] == 'image' %}{{ '<image>\n' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ ' ' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+
+
+def save_tiny_llava_next_video(
+    folder: str | Path,
+    *,
+    num_key_value_heads: int = 4,
+    attention_bias: bool = False,
+    rope_parameters: dict | None = None,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 128,
+    image_size: int = 32,
+    patch_size: int = 8,
+    seed: int = 0,
+    with_chat_template: bool = True,
+) -> Path:
+    """Build, randomly initialise and `save_pretrained` a tiny LLaVA-NeXT-Video model + processor.
+
+    With the defaults each frame becomes (32/8)^2 = 16 CLIP patches, pooled 2x2 to 4 video tokens.
+    """
+    folder = Path(folder)
+    tokenizer = build_byte_tokenizer(
+        SPECIAL_TOKENS,
+        ["<video>", "<image>"],
+        chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        attention_bias=attention_bias,
+        rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=32,
+    )
+    config = LlavaNextVideoConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=[[image_size, image_size]],
+        video_seq_length=(image_size // patch_size) ** 2 // 4,
+        image_seq_length=(image_size // patch_size) ** 2,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaNextVideoForConditionalGeneration(config).eval()
+        # Random init draws small weights; widen them so logits are O(1) and differences show.
+        for name, parameter in model.named_parameters():
+            if parameter.ndim >= 2 and "embed" not in name:
+                parameter.data.normal_(0.0, 1.0 / parameter.shape[-1] ** 0.5)
+            elif "norm" in name and parameter.ndim == 1 and name.endswith("weight"):
+                parameter.data.uniform_(0.5, 1.5)
+    crop = {"height": image_size, "width": image_size}
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(
+            size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]]
+        ),
+        tokenizer=tokenizer,
+        chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

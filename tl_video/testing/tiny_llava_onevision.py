@@ -1,0 +1,139 @@
+"""A tiny random LLaVA-OneVision checkpoint (SigLIP tower, Qwen2 LM, bilinear video pooling), saved offline.
+
+Mirrors `llava-hf/llava-onevision-qwen2-*-ov-hf`: SigLIP without head, last layer, all patches
+("full"), 2-layer GELU projector, then `LlavaOnevisionModel.apply_pooling` (bilinear resize of each
+frame's grid to ceil(g/2) x ceil(g/2)) and one `image_newline` row after the whole video.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessor,
+    LlavaOnevisionProcessor,
+    LlavaOnevisionVideoProcessor,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+
+from tl_video.testing.tokenizer import build_byte_tokenizer
+
+# The chat template of llava-hf/llava-onevision-qwen2-7b-ov-hf: images, then videos, then text.
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\n' + content['text'] }}{% endfor %}{% endif %}{{ '<|im_end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+EXTRA_TOKENS = ["<|im_start|>", "<image>", "<video>"]
+
+
+def _widen_random_weights(model: nn.Module) -> None:
+    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
+            if module.bias is not None:
+                module.bias.data.normal_(0.0, 0.2)
+        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
+            module.weight.data.uniform_(0.5, 1.5)
+            if getattr(module, "bias", None) is not None:
+                module.bias.data.normal_(0.0, 0.2)
+    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
+    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
+        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
+
+
+def save_tiny_llava_onevision(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    image_size: int = 30,
+    patch_size: int = 6,
+    tie_word_embeddings: bool = False,
+    with_chat_template: bool = True,
+) -> Path:
+    """Build, randomly initialise and `save_pretrained` a tiny LLaVA-OneVision model + processor.
+
+    With the defaults each frame is a 5x5 SigLIP grid, bilinearly resized to 3x3 = 9 video tokens
+    (an odd grid on purpose, so `ceil` and the interpolation weights matter); 4 frames give
+    4 * 9 + 1 (newline) = 37 `<video>` tokens.
+    """
+    folder = Path(folder)
+    template = ONEVISION_TEMPLATE if with_chat_template else None
+    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
+    text_config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        use_sliding_window=False,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        vision_use_head=False,
+    )
+    grid_pinpoints = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]
+    config = LlavaOnevisionConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=grid_pinpoints,
+        vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlavaOnevisionForConditionalGeneration(config).eval()
+        _widen_random_weights(model)
+    size = {"height": image_size, "width": image_size}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=grid_pinpoints),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+        chat_template=template,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def onevision_tokens_per_frame(image_size: int, patch_size: int) -> int:
+    """Video tokens per frame after `apply_pooling`: ceil(g/2)^2 for a g x g patch grid."""
+    return math.ceil(image_size // patch_size / 2) ** 2
