@@ -96,7 +96,8 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
 
         `input` is a token tensor, or the residual stream entering layer `start_at_layer`
         (then pass `tokens` or `position_ids` when positions are not plain 0..pos-1).
-        `stop_at_layer=l` returns the residual stream entering layer l. `attention_mask` marks
+        `stop_at_layer=l` returns the residual stream entering layer l (l = n_layers: the final,
+        un-normed residual). `attention_mask` marks
         padding (1 = real token). `past_kv_cache` is read and extended in place.
         """
         start = self._check_layer("start_at_layer", start_at_layer, 0)
@@ -124,7 +125,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         if past_kv_cache is not None:
             past_kv_cache.key_padding_mask = key_padding
             past_kv_cache.last_position_ids = position_ids[..., -1]
-        if stop < self.cfg.n_layers:
+        if stop_at_layer is not None:
             return residual
         if return_type is None:
             return None
