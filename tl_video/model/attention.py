@@ -94,8 +94,8 @@ class Attention(nn.Module):
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
             out = result.sum(dim=2) + self.b_O
-        else:
-            out = einops.einsum(z, self.W_O, "b q h d, h d m -> b q m") + self.b_O
+        else:  # one matmul over (head, d_head); a view of W_O when it came from an HF o_proj
+            out = z.flatten(2) @ self.W_O.flatten(0, 1) + self.b_O
         return out, present
 
     def needs_pattern(self) -> bool:
@@ -113,16 +113,17 @@ class Attention(nn.Module):
     ) -> Float[torch.Tensor, "batch query_pos head_index d_head"]:
         groups = self.cfg.n_query_groups
         q = q.transpose(1, 2)  # [batch, head, query_pos, d_head]
-        k = k.transpose(1, 2).repeat_interleave(groups, dim=1)
-        v = v.transpose(1, 2).repeat_interleave(groups, dim=1)
-        if self.needs_pattern():
-            scores = torch.matmul(q, k.transpose(2, 3)) * self.scale + mask
-            scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
-            z = torch.matmul(pattern, v)
-        else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale)
-        return z.transpose(1, 2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # [batch, kv_head, key_pos, d_head]
+        if not self.needs_pattern():
+            z = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale, enable_gqa=groups > 1
+            )
+            return z.transpose(1, 2)
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        scores = self.hook_attn_scores(torch.matmul(q, k.transpose(2, 3)) * self.scale + mask)
+        pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+        return torch.matmul(pattern, v).transpose(1, 2)
 
 
 def _project(
@@ -130,7 +131,13 @@ def _project(
     weight: Float[torch.Tensor, "head_index d_model d_head"],
     bias: Float[torch.Tensor, "head_index d_head"],
 ) -> Float[torch.Tensor, "batch pos head_index d_head"]:
-    """x W + b per head; x is shared by all heads [b p m] or split per head [b p h m]."""
+    """x W + b per head; x is shared by all heads [b p m] or split per head [b p h m].
+
+    The shared case is one matmul with W viewed as [d_model, head_index*d_head], which is a
+    view (no copy) when W came from an HF `(h d) m` projection weight.
+    """
     if x.ndim == 3:
-        return einops.einsum(x, weight, "b p m, h m d -> b p h d") + bias
+        n_heads, d_model, d_head = weight.shape
+        flat = weight.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
+        return (x @ flat).unflatten(-1, (n_heads, d_head)) + bias
     return einops.einsum(x, weight, "b p h m, h m d -> b p h d") + bias

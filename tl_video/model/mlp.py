@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import einops
 import torch
 from jaxtyping import Float
 from torch import nn
@@ -31,7 +30,7 @@ class GatedMLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(einops.einsum(x, self.W_gate, "b p m, m f -> b p f") + self.b_gate)
-        pre_linear = self.hook_pre_linear(einops.einsum(x, self.W_in, "b p m, m f -> b p f") + self.b_in)
+        pre = self.hook_pre(x @ self.W_gate + self.b_gate)
+        pre_linear = self.hook_pre_linear(x @ self.W_in + self.b_in)
         post = self.hook_post(self.act_fn(pre) * pre_linear)
-        return einops.einsum(post, self.W_out, "b p f, f m -> b p m") + self.b_out
+        return post @ self.W_out + self.b_out
