@@ -3,13 +3,15 @@
 Spans are half-open [start, end). Video tokens are flattened (frame, row, col) in the order the
 front end emits them; for tubelet models one "frame" index is one tubelet (2 frames), as
 `frame_unit` says. Selectors are the only way the rest of the library names positions:
-`video`, `frame[2]`, `frame[2:4]`, `text`, `last`, `all`, or any segment name.
+`video`, `frame[2]`, `frame[2:4]`, `text`, `last`, `all`, `question`, `question_without_options`,
+`option[B]`, `true_option`, `false_options`, `answer_prompt`, `system`, or any other segment name.
+Template text between segments (role tags, separators) belongs to no group (METHODS.md).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
@@ -43,7 +45,8 @@ class TokenLayout:
     video_positions: tuple[int, ...]  # sequence index of each video token, in token order
     video_grid: tuple[tuple[int, int, int], ...]  # (frame, row, col) of each video token
     frame_unit: str = "frame"
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
+    true_option: str | None = None  # letter of the correct option, when the input is multiple choice
+    option_letters: tuple[str, ...] = ()
 
     @property
     def n_frames(self) -> int:
@@ -68,9 +71,13 @@ class TokenLayout:
         match = _FRAME_SELECTOR.match(selector)
         if match:
             return self._frames(match)
+        if selector in ("true_option", "false_options"):
+            return self._options(true=selector == "true_option")
         if selector in self.segments:
             return self.segments[selector].positions()
         valid = ["all", "last", "video", "text", "frame[i]", "frame[a:b]", *self.segments]
+        if self.option_letters:
+            valid += ["true_option", "false_options"]
         raise KeyError(f"unknown selector {selector!r}; valid: {', '.join(valid)}")
 
     def _frames(self, match: re.Match) -> Int[torch.Tensor, "n"]:
@@ -86,6 +93,16 @@ class TokenLayout:
             if not frames:
                 raise IndexError(f"frame[{match['start']}:{match['stop']}] selects no frame of {n}")
         return torch.cat([self.frame_positions(frame) for frame in frames])
+
+    def _options(self, true: bool) -> Int[torch.Tensor, "n"]:
+        if not self.option_letters:
+            raise KeyError("this input has no options (prepare a multiple-choice example)")
+        if self.true_option is None:
+            raise KeyError("the correct option is unknown for this input (no answer was given)")
+        letters = [l for l in self.option_letters if (l == self.true_option) == true]
+        if not letters:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat([self.segments[f"option[{l}]"].positions() for l in letters])
 
     def check_same_as(self, other: "TokenLayout") -> None:
         """Raise if two layouts differ (clean vs corrupted inputs), naming the first difference."""
@@ -108,6 +125,9 @@ def layout_from_tokens(
     video_mask: torch.Tensor,
     video_grid: Int[torch.Tensor, "n_video 3"],
     frame_unit: str = "frame",
+    text_segments: dict[str, Span] | None = None,
+    true_option: str | None = None,
+    option_letters: tuple[str, ...] = (),
 ) -> TokenLayout:
     """Build the layout from token ids and the front end's grid (never from decoded text)."""
     n_tokens = int(tokens.shape[0])
@@ -124,6 +144,7 @@ def layout_from_tokens(
             segments[f"frame_{frame}"] = Span(frame_positions[0], frame_positions[-1] + 1)
     else:
         grid = []
+    segments.update(text_segments or {})
     segments["last"] = Span(n_tokens - 1, n_tokens)
     return TokenLayout(
         n_tokens=n_tokens,
@@ -131,4 +152,6 @@ def layout_from_tokens(
         video_positions=tuple(video_positions),
         video_grid=tuple(grid),
         frame_unit=frame_unit,
+        true_option=true_option,
+        option_letters=option_letters,
     )

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from tl_video.model.video_bank import content_key
+from tl_video.prompts.alignment import token_spans
 from tl_video.prompts.layout import layout_from_tokens
 from tl_video.prompts.prepared import PreparedInput
+from tl_video.prompts.prompt_text import MC_ANSWER_PREFIX, PromptText, multiple_choice_prompt
 from tl_video.prompts.render import render_prompt
 
 if TYPE_CHECKING:
@@ -46,23 +48,30 @@ def prepare_input(
     model: "HookedVideoTransformer",
     *,
     video: Any,
-    prompt: str,
+    prompt: str | PromptText,
     num_frames: int | None = None,
     system: str | None = None,
     answer_prefix: str = "",
     use_chat_template: bool = True,
 ) -> PreparedInput:
-    """Prepare one (video, prompt) pair for `model`; the video's tokens are added to its bank."""
+    """Prepare one (video, prompt) pair for `model`; the video's tokens are added to its bank.
+
+    A `PromptText` (e.g. from `multiple_choice_prompt`) carries named spans that become layout
+    segments (question, option[X], ...); `answer_prefix` becomes the `answer_prompt` segment.
+    """
     frontend, processor = model.frontend, model.processor
     if frontend is None or processor is None:
         raise ValueError("this model has no video front end; load it with HookedVideoTransformer.from_pretrained")
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if isinstance(prompt, str):
+        prompt = PromptText(prompt)
+    if not isinstance(prompt, PromptText):
+        raise TypeError(f"prompt must be a string or a PromptText, got {type(prompt).__name__}")
     frames = load_frames(video, num_frames)
     text = render_prompt(
-        processor, prompt, frontend.video_placeholder,
+        processor, prompt.text, frontend.video_placeholder,
         system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
     )
+    char_spans = _character_spans(text, prompt, system, answer_prefix)
     processed = processor(text=text, videos=[frames], return_tensors="pt")
     input_ids = processed["input_ids"][0]
     video_inputs = frontend.video_inputs(processed)
@@ -83,5 +92,56 @@ def prepare_input(
     entry = model.video_bank.register(features.embeddings, features.grid, key, features.extras)
     tokens = input_ids.clone()
     tokens[is_placeholder] = entry.token_ids
-    layout = layout_from_tokens(tokens, is_placeholder, features.grid, frontend.frame_unit)
+    segments = token_spans(processor.tokenizer, text, input_ids, frontend.video_token_id, char_spans)
+    layout = layout_from_tokens(
+        tokens, is_placeholder, features.grid, frontend.frame_unit, segments, prompt.true_option, prompt.option_letters
+    )
     return PreparedInput(tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames)
+
+
+def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any) -> PreparedInput:
+    """Prepare a `VideoQAExample`: multiple choice with the paper's prompt and "Best option:(".
+
+    The video is decoded from `example.video` over [start, end] unless `video=` frames are given
+    (e.g. a corrupted copy). Open-ended examples use the question as the prompt.
+    """
+    video = kwargs.pop("video", None)
+    if video is None:
+        from tl_video.video import read_video
+
+        video = read_video(
+            example.video, num_frames=kwargs.pop("num_frames", None) or DEFAULT_NUM_FRAMES,
+            start=example.start, end=example.end,
+        ).frames
+    if example.is_multiple_choice:
+        prompt = multiple_choice_prompt(example.question, example.options, example.answer_index)
+        kwargs.setdefault("answer_prefix", MC_ANSWER_PREFIX)
+    else:
+        prompt = PromptText(example.question, {"question": (0, len(example.question))})
+    return prepare_input(model, video=video, prompt=prompt, **kwargs)
+
+
+def _character_spans(
+    rendered: str, prompt: PromptText, system: str | None, answer_prefix: str
+) -> dict[str, tuple[int, int]]:
+    """Where the prompt's own spans, the system text and the answer prefix sit in the rendered text."""
+    spans: dict[str, tuple[int, int]] = {}
+    if prompt.spans:
+        offset = _unique_offset(rendered, prompt.text, "prompt")
+        spans.update({name: (offset + a, offset + b) for name, (a, b) in prompt.spans.items()})
+    if system:
+        offset = _unique_offset(rendered, system, "system text")
+        spans["system"] = (offset, offset + len(system))
+    if answer_prefix:
+        spans["answer_prompt"] = (len(rendered) - len(answer_prefix), len(rendered))
+    return spans
+
+
+def _unique_offset(rendered: str, piece: str, what: str) -> int:
+    count = rendered.count(piece)
+    if count != 1:
+        raise ValueError(
+            f"the chat template rendered the {what} {count} times (expected once, verbatim), so its "
+            "segments cannot be placed; write the prompt with the video placeholder yourself"
+        )
+    return rendered.index(piece)

@@ -19,7 +19,8 @@ def render_prompt(
     Text that already contains the placeholder is used as written. Otherwise the prompt is
     wrapped in the checkpoint's chat template with the video first; without a template, the
     placeholder, a newline and the text. `answer_prefix` (e.g. "Best option:(") is appended
-    after the assistant tag.
+    after the assistant tag, separated by one space when the template ends in a non-space
+    character (Vicuna's "ASSISTANT:"), directly after a newline (ChatML's "assistant\n").
     """
     count = prompt.count(placeholder)
     if count > 1:
@@ -28,12 +29,12 @@ def render_prompt(
             "prepared per input, so keep exactly one"
         )
     if count == 1:
-        return prompt + answer_prefix
+        return _append(prompt, answer_prefix)
     template = getattr(processor, "chat_template", None) or getattr(
         getattr(processor, "tokenizer", None), "chat_template", None
     )
     if not use_chat_template or not template:
-        return f"{placeholder}\n{prompt}{answer_prefix}"
+        return _append(f"{placeholder}\n{prompt}", answer_prefix)
     messages: list[dict[str, Any]] = []
     if system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
@@ -44,4 +45,10 @@ def render_prompt(
             f"the chat template rendered {rendered.count(placeholder)} video placeholders {placeholder!r}; "
             "write the prompt with the placeholder yourself"
         )
+    return _append(rendered, answer_prefix)
+
+
+def _append(rendered: str, answer_prefix: str) -> str:
+    if answer_prefix and rendered and not rendered[-1].isspace() and not answer_prefix[0].isspace():
+        return f"{rendered} {answer_prefix}"
     return rendered + answer_prefix
