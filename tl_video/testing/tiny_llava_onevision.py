@@ -7,7 +7,6 @@ frame's grid to ceil(g/2) x ceil(g/2)) and one `image_newline` row after the who
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -133,7 +132,3 @@ def save_tiny_llava_onevision(
     processor.save_pretrained(folder)
     return folder
 
-
-def onevision_tokens_per_frame(image_size: int, patch_size: int) -> int:
-    """Video tokens per frame after `apply_pooling`: ceil(g/2)^2 for a g x g patch grid."""
-    return math.ceil(image_size // patch_size / 2) ** 2

@@ -1,0 +1,100 @@
+"""Logit lens for VideoLLMs (METHODS.md, "Generation probability by layer", "Logit lens on video tokens").
+
+`option_probabilities_by_layer` reads each layer's residual output at the last position as a
+distribution over the vocabulary and keeps the answer letters: the "true option's probability
+rises right after integration" curve. `video_token_top_k` reads every video token at every
+layer and keeps the top-k tokens, in chunks so [positions, d_vocab] never exceeds `chunk_size`
+rows. By default both apply the final RMSNorm, as the model does at its output;
+`apply_final_norm=False` reproduces the paper's LLaVA runs, and `paper_compat=True` in
+`video_token_top_k` probes each layer's *input* through the input embedding matrix (layer 0 is
+the raw projector output), as the paper's released code did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from tl_video.prompts.prepared import PreparedInput
+
+
+def _readout(model: Any, residual: torch.Tensor, apply_final_norm: bool) -> torch.Tensor:
+    if apply_final_norm:
+        residual = model.ln_final(residual)
+    return model.unembed(residual).float()
+
+
+@torch.no_grad()
+def option_probabilities_by_layer(
+    model: Any,
+    prepared: PreparedInput,
+    option_tokens: dict[str, int],
+    *,
+    apply_final_norm: bool = True,
+    fwd_hooks: list | None = None,
+) -> tuple[list[str], Float[torch.Tensor, "n_layers n_options"]]:
+    """(letters, probabilities): softmax(W_U norm(resid_post_l)) at the last position, per layer."""
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    with model.hooks(fwd_hooks=fwd_hooks or []):
+        _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
+    residuals = torch.stack([cache[name][:, -1] for name in names])  # [layer, batch, d_model]
+    probabilities = _readout(model, residuals, apply_final_norm).softmax(-1)[:, 0]
+    letters = list(option_tokens)
+    return letters, probabilities[:, [option_tokens[letter] for letter in letters]]
+
+
+@dataclass(frozen=True)
+class VideoTokenLens:
+    """Top-k readout of every video token at every probed layer."""
+
+    top_ids: Int[torch.Tensor, "layer video_token k"]
+    top_probabilities: Float[torch.Tensor, "layer video_token k"]
+    layers: tuple[int, ...]  # the layer index of each row (input of that layer when paper_compat)
+    video_grid: tuple[tuple[int, int, int], ...]  # (frame, row, col) of each video token
+    probes: str  # what was read, for records: "resid_post @ W_U (final norm)" etc.
+
+
+@torch.no_grad()
+def video_token_top_k(
+    model: Any,
+    prepared: PreparedInput,
+    *,
+    k: int = 10,
+    apply_final_norm: bool = True,
+    paper_compat: bool = False,
+    chunk_size: int = 256,
+) -> VideoTokenLens:
+    """Top-k vocabulary of every video token at every layer."""
+    if k < 1 or k > model.cfg.d_vocab:
+        raise ValueError(f"k={k} must be between 1 and the vocabulary size {model.cfg.d_vocab}")
+    hook = "hook_resid_pre" if paper_compat else "hook_resid_post"
+    names = [f"blocks.{layer}.{hook}" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
+    positions = prepared.layout.positions("video")
+    if positions.numel() == 0:
+        raise ValueError("this input has no video tokens")
+    residuals = torch.stack([cache[name][0, positions.to(cache[name].device)] for name in names])
+    flat = residuals.flatten(0, 1)  # [layer * video_token, d_model]
+    ids, probabilities = [], []
+    for chunk in flat.split(chunk_size):
+        if paper_compat:
+            logits = (chunk @ model.W_E.T).float()
+        else:
+            logits = _readout(model, chunk[None], apply_final_norm)[0]
+        top = logits.softmax(-1).topk(k)
+        ids.append(top.indices)
+        probabilities.append(top.values)
+    shape = (len(names), positions.numel(), k)
+    probes = "resid_pre @ W_E (paper_compat, no norm)" if paper_compat else (
+        f"resid_post @ W_U ({'final norm' if apply_final_norm else 'no norm'})"
+    )
+    return VideoTokenLens(
+        top_ids=torch.cat(ids).reshape(shape).cpu(),
+        top_probabilities=torch.cat(probabilities).reshape(shape).cpu(),
+        layers=tuple(range(model.cfg.n_layers)),
+        video_grid=prepared.layout.video_grid,
+        probes=probes,
+    )

@@ -1,0 +1,121 @@
+"""Activation patching by layout group, on top of TransformerLens's own `patching` driver.
+
+Context: TransformerLens's `get_act_patch_*` functions already run unchanged on clean vs
+corrupted *videos* (the token tensors carry video ids). What they lack is the VideoLLM's
+vocabulary: here a patch names token groups with layout selectors (`frame[2]`, `question`,
+`last`, ...) or single video tokens by (frame, row, col). Each sweep is one call of
+`transformer_lens.patching.generic_activation_patch` with an index table of (layer, group),
+so `reduce="none"` returns TransformerLens's `PatchingResult` (mean, stderr, bootstrap CI,
+permutation p-value) and every metric convention is TransformerLens's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Literal, Sequence
+
+import pandas as pd
+import torch
+from transformer_lens import ActivationCache
+from transformer_lens import patching as tl_patching
+from transformer_lens.patching import PatchingResult
+
+from tl_video.prompts.layout import TokenLayout
+from tl_video.prompts.prepared import PreparedInput
+
+MetricFn = Callable[[torch.Tensor], torch.Tensor]
+# Activations patched per position: [batch, pos, ...] with pos on axis 1.
+POSITIONAL_ACTIVATIONS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v")
+
+
+def patch_groups(
+    model: Any,
+    clean: PreparedInput,
+    corrupted: PreparedInput,
+    clean_cache: ActivationCache,
+    metric: MetricFn,
+    selectors: Sequence[str],
+    *,
+    activation: str = "resid_pre",
+    layers: Sequence[int] | None = None,
+    reduce: Literal["scalar", "none"] = "scalar",
+) -> torch.Tensor | PatchingResult:
+    """Patch each group's clean activation into the corrupted run: a [layer, group] table.
+
+    `selectors` name token groups of the (shared) layout; `reduce="none"` returns a
+    `PatchingResult` with a trailing example axis (metric must then return [batch]).
+    """
+    clean.layout.check_same_as(corrupted.layout)
+    groups = [_positions(clean.layout, selector) for selector in selectors]
+    return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce, list(selectors))
+
+
+def patch_frames(model, clean, corrupted, clean_cache, metric, **kwargs) -> torch.Tensor | PatchingResult:
+    """[layer, frame]: patch one frame's (or tubelet's) video tokens at a time."""
+    selectors = [f"frame[{frame}]" for frame in range(clean.layout.n_frames)]
+    return patch_groups(model, clean, corrupted, clean_cache, metric, selectors, **kwargs)
+
+
+def patch_video_tokens(
+    model, clean, corrupted, clean_cache, metric, *, activation: str = "resid_pre", layers=None
+) -> torch.Tensor:
+    """[layer, frame, row, col]: patch one video token at a time (NaN where the grid has no token)."""
+    clean.layout.check_same_as(corrupted.layout)
+    layout = clean.layout
+    groups = [torch.tensor([position]) for position in layout.video_positions]
+    flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar", None)
+    grid = torch.tensor(layout.video_grid)
+    frames, rows, cols = (int(grid[:, axis].max()) + 1 for axis in range(3))
+    table = torch.full((flat.shape[0], frames, rows, cols), float("nan"))
+    table[:, grid[:, 0], grid[:, 1], grid[:, 2]] = flat.float()
+    return table
+
+
+def stack_examples(results: Sequence[PatchingResult]) -> PatchingResult:
+    """Join per-example results (one example each, e.g. different layouts) along the example axis."""
+    if not results:
+        raise ValueError("no results to stack")
+    first = results[0]
+    if any(r.reduced for r in results):
+        raise ValueError("stack per-example results: run each sweep with reduce='none'")
+    shapes = {tuple(r.values.shape[:-1]) for r in results}
+    if len(shapes) != 1:
+        raise ValueError(f"results sweep different cells {sorted(shapes)}; patch the same selectors and layers")
+    values = torch.cat([r.values for r in results], dim=-1)
+    baseline = None if first.baseline is None else torch.cat([r.baseline for r in results], dim=-1)
+    return replace(first, values=values, baseline=baseline)
+
+
+def _positions(layout: TokenLayout, selector: str) -> torch.Tensor:
+    try:
+        positions = layout.positions(selector)
+    except (KeyError, IndexError) as error:
+        raise ValueError(f"patch group {selector!r}: {error.args[0]}") from None
+    if positions.numel() == 0:
+        raise ValueError(f"patch group {selector!r} selects no token of this input")
+    return positions
+
+
+def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce, labels):
+    if activation not in POSITIONAL_ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+    index_df = pd.DataFrame([(layer, group) for layer in layers for group in range(len(groups))], columns=["layer", "group"])
+
+    def set_group(corrupted_activation, index, clean_activation):
+        positions = groups[index[1]].to(corrupted_activation.device)
+        corrupted_activation[:, positions] = clean_activation[:, positions]
+        return corrupted_activation
+
+    result = tl_patching.generic_activation_patch(
+        model, corrupted_tokens, clean_cache, metric, set_group, activation,
+        index_df=index_df, reduce=reduce, baseline=reduce == "none",
+    )
+    if isinstance(result, PatchingResult):
+        values = result.values.reshape(len(layers), len(groups), -1)
+        return replace(result, values=values, axis_names=["layer", "group"])
+    return result.reshape(len(layers), len(groups))

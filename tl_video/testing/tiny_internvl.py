@@ -1,0 +1,148 @@
+"""A tiny random InternVL3 checkpoint (InternViT, pixel shuffle, Qwen2 LM), saved offline.
+
+Mirrors `OpenGVLab/InternVL3-*-hf`: every video frame is an independent 448-style image (no
+tiling for video), encoded by InternViT (CLS + patches, layer scale), the CLS dropped, the patch
+grid pixel-shuffled 2x2 into channels (`downsample_ratio=0.5`), then LayerNorm -> Linear -> GELU ->
+Linear. The processor writes `Frame{i}: <img><IMG_CONTEXT>*n</img>` per frame, joined by newlines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    GotOcr2ImageProcessor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
+    InternVLVideoProcessor,
+)
+
+from tl_video.testing.tokenizer import build_byte_tokenizer
+
+# The chat template of OpenGVLab/InternVL3-*-hf.
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# InternVL's processor reads these named tokens (and their ids) off the tokenizer.
+SPECIAL_TOKENS = {
+    "eos_token": "<|im_end|>",
+    "pad_token": "<|endoftext|>",
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
+EXTRA_TOKENS = ["<|im_start|>"]
+
+
+def _widen_random_weights(model: nn.Module) -> None:
+    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
+            if module.bias is not None:
+                module.bias.data.normal_(0.0, 0.2)
+        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
+            module.weight.data.uniform_(0.5, 1.5)
+            if getattr(module, "bias", None) is not None:
+                module.bias.data.normal_(0.0, 0.2)
+    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
+    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
+        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
+
+
+def save_tiny_internvl(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    image_size: int = 64,
+    patch_size: int = 8,
+    tie_word_embeddings: bool = False,
+    with_chat_template: bool = True,
+) -> Path:
+    """Build, randomly initialise and `save_pretrained` a tiny InternVL3 model + processor.
+
+    With the defaults each frame is resized to 64x64, an 8x8 patch grid, pixel-shuffled to 4x4 =
+    16 `<IMG_CONTEXT>` tokens; 4 frames give 64 of them (plus `Frame{i}: <img>`, `</img>`, newlines).
+    """
+    folder = Path(folder)
+    template = INTERNVL_TEMPLATE if with_chat_template else None
+    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
+    text_config = {
+        "model_type": "qwen2",
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "use_sliding_window": False,
+        "tie_word_embeddings": tie_word_embeddings,
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision_config = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": [image_size, image_size],
+        "patch_size": [patch_size, patch_size],
+        "attention_bias": True,
+        "use_qk_norm": False,
+        "norm_type": "layer_norm",
+        "use_mean_pooling": True,
+        "layer_scale_init_value": 0.1,
+        "hidden_act": "gelu",
+    }
+    image_seq_length = (image_size // patch_size // 2) ** 2
+    config = InternVLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=tokenizer.context_image_token_id,
+        image_seq_length=image_seq_length,
+        downsample_ratio=0.5,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = InternVLForConditionalGeneration(config).eval()
+        _widen_random_weights(model)
+    size = {"height": image_size, "width": image_size}
+    processor = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessor(
+            size=size, crop_to_patches=False, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+        ),
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(
+            size=size, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+        ),
+        image_seq_length=image_seq_length,
+        chat_template=template,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

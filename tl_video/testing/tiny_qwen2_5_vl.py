@@ -1,0 +1,149 @@
+"""A tiny random Qwen2.5-VL checkpoint (windowed ViT, 2-frame tubelets, 2x2 merge, M-RoPE), saved offline.
+
+Mirrors `Qwen/Qwen2.5-VL-*-Instruct`: a Conv3d patch embedding over (2 frames x p x p) tubelets, a
+ViT with 2D rotary embeddings and window attention except in `fullatt_block_indexes`, a
+`Qwen2_5_VLPatchMerger` that merges 2x2 patches into one LM token, and a Qwen2 LM with q/k/v bias,
+GQA and multimodal RoPE (`mrope_section`, chunked T|H|W frequency bands).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from tl_video.testing.tokenizer import build_byte_tokenizer
+
+# The chat template of Qwen/Qwen2.5-VL-*-Instruct (default system prompt, vision wrapped in start/end).
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+EXTRA_TOKENS = [
+    "<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"
+]
+
+
+def _widen_random_weights(model: nn.Module) -> None:
+    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
+            if module.bias is not None:
+                module.bias.data.normal_(0.0, 0.2)
+        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
+            module.weight.data.uniform_(0.5, 1.5)
+            if getattr(module, "bias", None) is not None:
+                module.bias.data.normal_(0.0, 0.2)
+    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
+    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
+        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
+
+
+def save_tiny_qwen2_5_vl(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    mrope_section: tuple[int, int, int] = (2, 3, 3),
+    patch_size: int = 4,
+    window_size: int = 16,
+    tokens_per_second: int = 2,
+    min_pixels: int = 16 * 16,
+    max_pixels: int = 48 * 48,
+    tie_word_embeddings: bool = False,
+    with_chat_template: bool = True,
+) -> Path:
+    """Build, randomly initialise and `save_pretrained` a tiny Qwen2.5-VL model + processor.
+
+    Frames are resized to multiples of `2 * patch_size` = 8 pixels within [min_pixels, max_pixels]
+    per frame. A [4, 40, 48, 3] video becomes 2 tubelets of a 10x12 patch grid, merged to 5x6, so
+    2 * 30 = 60 `<|video_pad|>` tokens. `window_size=16` makes 2x2-merged-token windows, so layer 0
+    (windowed; layer 1 is full attention) really is windowed and padded at the grid edge.
+    `mrope_section` splits the head_dim / 2 = 8 rotary frequencies into T|H|W bands as
+    [16, 24, 24] splits 64 in the 7B model.
+    """
+    folder = Path(folder)
+    template = QWEN2_VL_TEMPLATE if with_chat_template else None
+    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(mrope_section)},
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "use_sliding_window": False,
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "hidden_act": "silu",
+        "patch_size": patch_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": window_size,
+        "fullatt_block_indexes": [1],
+        "out_hidden_size": hidden_size,
+        "tokens_per_second": tokens_per_second,
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        _widen_random_weights(model)
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    patching = {"patch_size": patch_size, "temporal_patch_size": 2, "merge_size": 2}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, **patching),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False, **patching),
+        chat_template=template,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
