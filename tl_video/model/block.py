@@ -36,6 +36,7 @@ class TransformerBlock(nn.Module):
         self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
         self.hook_mlp_in = HookPoint()  # [batch, pos, d_model], if use_hook_mlp_in
         self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_video_injection = HookPoint()  # [batch, video_pos, d_model], features added to video rows
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
     def forward(
@@ -45,7 +46,10 @@ class TransformerBlock(nn.Module):
         sin: Float[torch.Tensor, "batch pos d_head"],
         mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
         past: LayerKeyValues | None = None,
+        video_injection: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[Float[torch.Tensor, "batch pos d_model"], LayerKeyValues]:
+        """`video_injection` = (video mask [batch pos], features [batch video_pos d_model]) is added
+        to the video rows after the MLP (Qwen3-VL's deepstack), before `hook_resid_post`."""
         resid_pre = self.hook_resid_pre(resid_pre)
         query_input, key_input, value_input = self._attention_inputs(resid_pre)
         attn_out, present = self.attn(
@@ -55,7 +59,13 @@ class TransformerBlock(nn.Module):
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_in = self.hook_mlp_in(resid_mid.clone()) if self.cfg.use_hook_mlp_in else resid_mid
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
-        resid_post = self.hook_resid_post(resid_mid + mlp_out)
+        resid_post = resid_mid + mlp_out
+        if video_injection is not None:
+            video_mask, features = video_injection
+            features = self.hook_video_injection(features)
+            added = torch.zeros_like(resid_post).masked_scatter(video_mask[..., None], features.reshape(-1, features.shape[-1]))
+            resid_post = resid_post + added
+        resid_post = self.hook_resid_post(resid_post)
         return resid_post, present
 
     def _attention_inputs(self, resid_pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -117,9 +117,10 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         key_index = torch.arange(past_length + length, device=residual.device)
         mask = causal_mask(query_index, key_index, key_padding, batch, residual.dtype)
 
+        injections = self.video_injections(tokens, start)
         for layer in range(start, stop):
             past = None if past_kv_cache is None else past_kv_cache.layers[layer]
-            residual, present = self.blocks[layer](residual, cos, sin, mask, past)
+            residual, present = self.blocks[layer](residual, cos, sin, mask, past, injections.get(layer))
             if past_kv_cache is not None:
                 past_kv_cache.layers[layer] = present
         if past_kv_cache is not None:
@@ -149,6 +150,28 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             video = self.hook_video_embed(video.view(tokens.shape[0], int(video_counts[0]), -1))
             embeddings = embeddings.masked_scatter(is_video[..., None], video.reshape(-1, video.shape[-1]))
         return self.hook_embed(embeddings)
+
+    def video_injections(
+        self, tokens: Int[torch.Tensor, "batch pos"] | None, start: int
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, (video mask, features) added after that layer: banked `deepstack` extras."""
+        deepstack = self.video_bank.extras.get("deepstack")  # [n_banked, levels, d_model]
+        if deepstack is None:
+            return {}
+        levels = deepstack.shape[1]
+        if tokens is None:
+            if start < levels:
+                raise ValueError(
+                    f"this model adds video features after layers 0..{levels - 1}; starting at layer {start} "
+                    "needs tokens= so they can be placed"
+                )
+            return {}
+        is_video = self.video_bank.is_video(tokens)
+        if not bool(is_video.any()):
+            return {}
+        rows = deepstack[tokens[is_video] - self.cfg.d_vocab].to(self.cfg.dtype)  # [n_video_total, levels, d]
+        rows = rows.view(tokens.shape[0], -1, levels, rows.shape[-1])
+        return {level: (is_video, rows[:, :, level]) for level in range(levels)}
 
     def position_ids(
         self,

@@ -92,7 +92,8 @@ def prepare_input(
     entry = model.video_bank.register(features.embeddings, features.grid, key, features.extras)
     tokens = input_ids.clone()
     tokens[is_placeholder] = entry.token_ids
-    segments = token_spans(processor.tokenizer, text, input_ids, frontend.video_token_id, char_spans)
+    placeholder_id = processor.tokenizer.convert_tokens_to_ids(frontend.video_placeholder)
+    segments = token_spans(processor.tokenizer, text, input_ids, placeholder_id, char_spans)
     layout = layout_from_tokens(
         tokens, is_placeholder, features.grid, frontend.frame_unit, segments, prompt.true_option, prompt.option_letters
     )

@@ -1,0 +1,126 @@
+"""Checking raw dataset records field by field, collecting every problem instead of stopping at the first.
+
+Shared by the readers in this package: :func:`load_json_file` opens a dataset file,
+:class:`RecordCheck` pulls typed fields out of one raw record and remembers what was wrong with it,
+and :func:`video_problem` checks that a record's video exists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+from tl_video.data.examples import InvalidExampleError, VideoQAExample
+from tl_video.data.problems import DatasetError, RecordProblem
+
+__all__ = ["load_json_file", "RecordCheck", "video_problem"]
+
+
+def load_json_file(path: str | Path) -> Any:
+    """Parse a JSON file; a missing file raises ``FileNotFoundError``, bad JSON a :class:`DatasetError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {str(path)!r} (resolved: {path.absolute()}).")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(str(path), [RecordProblem(file=str(path), index=None, field="file", message=f"not valid JSON: {exc}")]) from exc
+
+
+def video_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable video file, or ``None`` if it is a file."""
+    if path.is_file():
+        return None
+    if path.exists():
+        return f"video path {str(path)!r} is not a file"
+    return f"video file not found: {str(path)!r}"
+
+
+class RecordCheck:
+    """Typed access to one raw record that collects problems instead of raising.
+
+    Each getter returns the value, or ``None`` after recording a problem; :meth:`build` makes the
+    :class:`VideoQAExample` only if the record had no problem.
+    """
+
+    def __init__(self, file: str, index: int, record: object) -> None:
+        self.file = file
+        self.index = index
+        self.problems: list[RecordProblem] = []
+        self.record: dict[str, Any] = record if isinstance(record, dict) else {}
+        if not isinstance(record, dict):
+            self.add("record", f"must be a JSON object, got {type(record).__name__}: {record!r:.80}")
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, field: str, message: str) -> None:
+        self.problems.append(RecordProblem(file=self.file, index=self.index, field=field, message=message))
+
+    def string(self, key: str) -> str | None:
+        """A required non-empty string field."""
+        if key not in self.record:
+            if self._is_object():
+                self.add(key, "missing")
+            return None
+        value = self.record[key]
+        if not isinstance(value, str) or not value.strip():
+            self.add(key, f"must be a non-empty string, got {value!r}")
+            return None
+        return value
+
+    def string_list(self, key: str) -> list[str] | None:
+        """A required non-empty list of non-empty strings."""
+        if key not in self.record:
+            if self._is_object():
+                self.add(key, "missing")
+            return None
+        value = self.record[key]
+        if not isinstance(value, list) or not value:
+            self.add(key, f"must be a non-empty list of strings, got {value!r}")
+            return None
+        bad = [i for i, v in enumerate(value) if not isinstance(v, str) or not v.strip()]
+        if bad:
+            self.add(key, f"entries {bad} are not non-empty strings: {[value[i] for i in bad]!r}")
+            return None
+        return value
+
+    def integer(self, key: str) -> int | None:
+        """A required int field (JSON integers only; not booleans or strings)."""
+        if key not in self.record:
+            if self._is_object():
+                self.add(key, "missing")
+            return None
+        value = self.record[key]
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            self.add(key, f"must be an integer, got {value!r}")
+            return None
+        return int(value)
+
+    def seconds(self, key: str) -> float | None:
+        """An optional non-negative number of seconds (absent or null gives ``None``)."""
+        value = self.record.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+            self.add(key, f"must be a non-negative number of seconds, got {value!r}")
+            return None
+        return float(value)
+
+    def build(self, **fields: Any) -> VideoQAExample | None:
+        """The example, or ``None`` if this record has problems (including ones the example's own checks find)."""
+        if self.problems:
+            return None
+        try:
+            return VideoQAExample(**fields)
+        except InvalidExampleError as exc:
+            self.add(exc.field, str(exc))
+            return None
+
+    def _is_object(self) -> bool:
+        return not any(p.field == "record" for p in self.problems)
