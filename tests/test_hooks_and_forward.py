@@ -138,3 +138,19 @@ def test_string_helpers_render_video_tokens(model, prepared):
     assert model.to_single_token("A") == model.to_tokens("A", prepend_bos=False)[0, 0].item()
     with pytest.raises(ValueError, match="not a single token"):
         model.to_single_token("AB")
+
+
+def test_suffix_recomputation_from_a_layer_against_cached_keys(model, prepared):
+    """What knockout speed-ups need: rerun only positions >= split from layer l, reusing the prefix's keys/values."""
+    tokens = prepared.tokens
+    split, layer = prepared.layout.segments["after_video"].start, 1
+    with torch.no_grad():
+        full_cache = KeyValueCache.empty(model.cfg.n_layers)
+        full = model(tokens, past_kv_cache=full_cache)
+        _, activations = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_pre")
+        suffix_residual = activations[f"blocks.{layer}.hook_resid_pre"][:, split:]
+        positions = torch.arange(split, tokens.shape[1])[None]
+        suffix = model(
+            suffix_residual, start_at_layer=layer, past_kv_cache=full_cache.prefix(split), position_ids=positions
+        )
+    assert (suffix - full[:, split:]).abs().max() <= FUSED_VS_EAGER_FP32

@@ -14,8 +14,20 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded as it is; the message says what to change."""
 
 
+# Checkpoints shipped inside the package, loadable by name like a hub id.
+BUILTIN_MODELS = {"tl-video/toy-temporal": Path(__file__).resolve().parents[1] / "builtin" / "toy_temporal"}
+
+
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A local folder as is; otherwise a hub id downloaded (safetensors and configs only)."""
+    """A built-in name or a local folder as is; otherwise a hub id downloaded (safetensors and configs only)."""
+    if str(name_or_path) in BUILTIN_MODELS:
+        folder = BUILTIN_MODELS[str(name_or_path)]
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the built-in model {name_or_path!r} is not in this installation ({folder}); "
+                "train it with `python -m tl_video.training.train_toy`"
+            )
+        return folder
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

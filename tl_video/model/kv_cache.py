@@ -48,6 +48,15 @@ class KeyValueCache:
         first = self.layers[0] if self.layers else None
         return 0 if first is None else first.length
 
+    def prefix(self, length: int) -> "KeyValueCache":
+        """The cache of the first `length` positions, e.g. to recompute only a suffix of the input
+        (from `start_at_layer`) against the keys and values of an earlier full run."""
+        if not 0 < length <= self.length:
+            raise ValueError(f"prefix length {length} must be in 1..{self.length}")
+        layers = [None if kv is None else LayerKeyValues(kv.keys[:, :length], kv.values[:, :length]) for kv in self.layers]
+        padding = None if self.key_padding_mask is None else self.key_padding_mask[:, :length]
+        return KeyValueCache(layers, padding, last_position_ids=None)
+
     def freeze(self) -> "KeyValueCache":
         """A shallow copy, so a later pass can start from this state without extending it."""
         return KeyValueCache(list(self.layers), self.key_padding_mask, self.last_position_ids)
