@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Float
 
 from tl_video.interventions.knockout import KnockoutSpec, knockout_hooks
+from tl_video.interventions.windows import checked_layers
 from tl_video.prompts.prepared import PreparedInput
 
 
@@ -29,10 +30,7 @@ def video_attention_map(
     if heads not in ("mean", "max"):
         raise ValueError(f"heads={heads!r}; expected 'mean' or 'max'")
     n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if layers is None else list(layers)
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range for a model with {n_layers} layers")
+    layers = checked_layers(layers, n_layers, "attention map")
     layout = prepared.layout
     queries = layout.positions(query)
     keys = layout.positions("video")
@@ -42,12 +40,9 @@ def video_attention_map(
     hooks = [] if knockout is None else knockout_hooks(knockout, layout, n_layers)
     with model.hooks(fwd_hooks=hooks):
         _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
-    grid = torch.tensor(layout.video_grid)
-    frames, rows, cols = (int(grid[:, axis].max()) + 1 for axis in range(3))
-    maps = torch.full((len(layers), frames, rows, cols), float("nan"))
-    for index, layer in enumerate(layers):
+    per_layer = []
+    for layer in layers:
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].float()  # [head, query, key]
         to_video = pattern[:, queries][:, :, keys].mean(1)  # [head, video_token]
-        reduced = to_video.mean(0) if heads == "mean" else to_video.max(0).values
-        maps[index, grid[:, 0], grid[:, 1], grid[:, 2]] = reduced.cpu()
-    return maps
+        per_layer.append(to_video.mean(0) if heads == "mean" else to_video.max(0).values)
+    return layout.on_video_grid(torch.stack(per_layer).cpu())

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 import torch
 from jaxtyping import Bool
 
+from tl_video.interventions.windows import checked_layers
 from tl_video.model.masks import block_edges
 from tl_video.prompts.layout import TokenLayout
 
@@ -91,9 +92,7 @@ def blocked_edges_by_layer(
     """Per blocked layer, the [query, key] boolean matrix of removed edges (shared between equal layers)."""
     per_layer: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     for block in spec.blocks:
-        bad = [layer for layer in block.layers if not 0 <= layer < n_layers]
-        if bad:
-            raise ValueError(f"{block!r}: layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+        checked_layers(block.layers, n_layers, repr(block))
         keys, queries = _resolve(block.source, layout, spec), _resolve(block.target, layout, spec)
         for layer in block.layers:
             per_layer.setdefault(layer, []).append((queries, keys))

@@ -20,6 +20,7 @@ from transformer_lens import ActivationCache
 from transformer_lens import patching as tl_patching
 from transformer_lens.patching import PatchingResult
 
+from tl_video.interventions.windows import checked_layers
 from tl_video.prompts.layout import TokenLayout
 from tl_video.prompts.prepared import PreparedInput
 
@@ -64,11 +65,7 @@ def patch_video_tokens(
     layout = clean.layout
     groups = [torch.tensor([position]) for position in layout.video_positions]
     flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar", None)
-    grid = torch.tensor(layout.video_grid)
-    frames, rows, cols = (int(grid[:, axis].max()) + 1 for axis in range(3))
-    table = torch.full((flat.shape[0], frames, rows, cols), float("nan"))
-    table[:, grid[:, 0], grid[:, 1], grid[:, 2]] = flat.float()
-    return table
+    return layout.on_video_grid(flat)
 
 
 def stack_examples(results: Sequence[PatchingResult]) -> PatchingResult:
@@ -99,11 +96,7 @@ def _positions(layout: TokenLayout, selector: str) -> torch.Tensor:
 def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce, labels):
     if activation not in POSITIONAL_ACTIVATIONS:
         raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
-    n_layers = model.cfg.n_layers
-    layers = list(range(n_layers)) if layers is None else list(layers)
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+    layers = checked_layers(layers, model.cfg.n_layers, "patching")
     index_df = pd.DataFrame([(layer, group) for layer in layers for group in range(len(groups))], columns=["layer", "group"])
 
     def set_group(corrupted_activation, index, clean_activation):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Iterable, Literal
 
 WindowStyle = Literal["center", "inverse", "top_down", "bottom_up"]
 WINDOW_STYLES: tuple[str, ...] = ("center", "inverse", "top_down", "bottom_up")
+
+
+def checked_layers(layers: Iterable[int] | None, n_layers: int, what: str = "layers") -> list[int]:
+    """`layers` as a list (None = every layer), refusing any outside 0..n_layers-1."""
+    layers = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"{what}: layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+    return layers
 
 
 def window_layers(center: int, n_layers: int, k: int = 9, style: WindowStyle = "center") -> tuple[int, ...]:

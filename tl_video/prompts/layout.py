@@ -104,6 +104,14 @@ class TokenLayout:
             return torch.zeros(0, dtype=torch.long)
         return torch.cat([self.segments[f"option[{l}]"].positions() for l in letters])
 
+    def on_video_grid(self, values: torch.Tensor) -> torch.Tensor:
+        """[..., n_video_tokens] -> [..., frame, row, col]; grid cells without a token are NaN."""
+        grid = torch.tensor(self.video_grid, dtype=torch.long)
+        shape = tuple(int(grid[:, axis].max()) + 1 for axis in range(3))
+        table = torch.full((*values.shape[:-1], *shape), float("nan"))
+        table[..., grid[:, 0], grid[:, 1], grid[:, 2]] = values.float().cpu()
+        return table
+
     def check_same_as(self, other: "TokenLayout") -> None:
         """Raise if two layouts differ (clean vs corrupted inputs), naming the first difference."""
         if self.n_tokens != other.n_tokens:
