@@ -154,3 +154,19 @@ def test_suffix_recomputation_from_a_layer_against_cached_keys(model, prepared):
             suffix_residual, start_at_layer=layer, past_kv_cache=full_cache.prefix(split), position_ids=positions
         )
     assert (suffix - full[:, split:]).abs().max() <= FUSED_VS_EAGER_FP32
+
+
+def test_to_dtype_and_device_moves_bank_and_config(tiny_checkpoint):
+    import tl_video
+
+    model = tl_video.HookedVideoTransformer.from_pretrained(tiny_checkpoint)
+    prepared = model.prepare(video=random_video(23), prompt="Anything?")
+    model.video_bank.register(torch.zeros(2, model.cfg.d_model), torch.zeros(2, 3, dtype=torch.long),
+                              extras={"probe": torch.ones(2, 5)})
+    with torch.no_grad():
+        reference = model(prepared.tokens)
+        model.to(torch.float64).to("cpu")
+        assert model.cfg.dtype == torch.float64 and model.cfg.device == "cpu"
+        assert model.video_bank.embeddings.dtype == torch.float64
+        assert model.video_bank.extras["probe"].shape == (len(model.video_bank), 5)
+        assert (model(prepared.tokens).float() - reference).abs().max() < 1e-4

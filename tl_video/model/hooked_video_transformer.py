@@ -208,6 +208,16 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             return out, cache_dict
         return out, ActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
 
+    def to(self, *args: Any, **kwargs: Any) -> "HookedVideoTransformer":
+        """Move or cast like nn.Module.to, keeping `cfg.device` / `cfg.dtype` in step."""
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        moved = super().to(*args, **kwargs)
+        if device is not None:
+            self.cfg.device = str(device)
+        if dtype is not None:
+            self.cfg.dtype = dtype
+        return moved
+
     def generate(self, input: Int[torch.Tensor, "batch pos"], max_new_tokens: int = 16, **kwargs: Any) -> torch.Tensor:
         """Greedy decoding with a key/value cache; active hooks apply at every step."""
         from tl_video.model.generation import greedy_generate

@@ -40,9 +40,14 @@ class VideoBank(nn.Module):
         self.register_buffer("embeddings", torch.zeros(0, d_model, dtype=dtype), persistent=False)
         self.register_buffer("grid", torch.zeros(0, 3, dtype=torch.long), persistent=False)
         self.register_buffer("video_index", torch.zeros(0, dtype=torch.long), persistent=False)
-        self.extras: dict[str, torch.Tensor] = {}  # name -> [n_banked, ...], e.g. deepstack features
+        self._extra_names: list[str] = []  # per-token extras (e.g. deepstack features), kept as buffers
         self.videos: list[BankedVideo] = []
         self._by_key: dict[str, BankedVideo] = {}
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        """name -> [n_banked, ...] per-token extras, e.g. "deepstack" [n_banked, levels, d_model]."""
+        return {name: getattr(self, f"extra_{name}") for name in self._extra_names}
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -76,8 +81,12 @@ class VideoBank(nn.Module):
             [self.video_index, torch.full((entry.n_tokens,), len(self.videos), device=device)]
         )
         for name, value in (extras or {}).items():
+            if value.shape[0] != entry.n_tokens:
+                raise ValueError(f"extra {name!r} has {value.shape[0]} rows for {entry.n_tokens} video tokens")
             previous = self.extras.get(name, value.new_zeros((len(self) - entry.n_tokens, *value.shape[1:])))
-            self.extras[name] = torch.cat([previous, value.detach().to(device)])
+            if name not in self._extra_names:
+                self._extra_names.append(name)
+            self.register_buffer(f"extra_{name}", torch.cat([previous.to(device), value.detach().to(device)]), persistent=False)
         self.videos.append(entry)
         self._by_key[entry.content_key] = entry
         return entry
@@ -87,7 +96,9 @@ class VideoBank(nn.Module):
         self.embeddings = self.embeddings[:0]
         self.grid = self.grid[:0]
         self.video_index = self.video_index[:0]
-        self.extras.clear()
+        for name in self._extra_names:
+            delattr(self, f"extra_{name}")
+        self._extra_names.clear()
         self.videos.clear()
         self._by_key.clear()
 
