@@ -123,3 +123,13 @@ def test_unreachable_hub_id_or_missing_folder(tmp_path, monkeypatch):
         tl_video.HookedVideoTransformer.from_pretrained("no-such-org/no-such-model")
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         tl_video.HookedVideoTransformer.from_pretrained(tmp_path / "nothing" / "here")
+
+
+def test_misspelt_or_switched_off_hook_names(model):
+    tokens = torch.tensor([[1, 2, 3]])
+    with pytest.raises(KeyError, match="did you mean blocks.0.hook_resid_pre"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_pr", lambda x, hook: x)])
+    with pytest.raises(ValueError, match="set_use_attn_result"):
+        model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_result", lambda x, hook: x)])
+    with pytest.raises(KeyError, match="no hook point"):
+        model.add_hook("blocks.9.hook_nothing_like_it_zzz", lambda x, hook: x)

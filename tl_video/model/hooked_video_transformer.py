@@ -33,6 +33,15 @@ if TYPE_CHECKING:
     from tl_video.prompts.prepared import PreparedInput
 
 ReturnType = Literal["logits", "loss", "both"] | None
+# Hook points that exist only while a TransformerLens switch is on.
+_SWITCHED_HOOKS = {
+    "attn.hook_result": "use_attn_result",
+    "hook_q_input": "use_split_qkv_input",
+    "hook_k_input": "use_split_qkv_input",
+    "hook_v_input": "use_split_qkv_input",
+    "hook_attn_in": "use_attn_in",
+    "hook_mlp_in": "use_hook_mlp_in",
+}
 
 
 class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
@@ -279,6 +288,35 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         self.cfg.use_hook_mlp_in = use
 
     # ------------------------------------------------------------------ checks
+    def add_hook(self, name: Any, hook: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(name, str):
+            self._check_hook_name(name, user_named=True)
+        super().add_hook(name, hook, *args, **kwargs)
+
+    def run_with_hooks(self, *model_args: Any, fwd_hooks: list = (), bwd_hooks: list = (), **kwargs: Any) -> Any:
+        for name, _ in [*fwd_hooks, *bwd_hooks]:
+            if isinstance(name, str):
+                self._check_hook_name(name, user_named=True)
+        return super().run_with_hooks(*model_args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kwargs)
+
+    def _enable_hook_with_name(self, name: str, hook: Any, dir: Any) -> None:
+        self._check_hook_name(name, user_named=False)
+        super()._enable_hook_with_name(name, hook, dir)
+
+    def _check_hook_name(self, name: str, user_named: bool) -> None:
+        """A misspelt hook fails at once with the closest names; a hook a user names explicitly
+        that cannot fire (its TransformerLens switch is off) names the switch."""
+        if name not in self.hook_dict:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self.hook_dict), n=4, cutoff=0.6)
+            raise KeyError(f"no hook point {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if not user_named:
+            return
+        for suffix, switch in _SWITCHED_HOOKS.items():
+            if name.endswith(suffix) and not getattr(self.cfg, switch):
+                raise ValueError(f"{name} only runs with cfg.{switch}=True; call model.set_{switch}(True) first")
+
     def _check_layer(self, name: str, value: int | None, default: int) -> int:
         if value is None:
             return default
