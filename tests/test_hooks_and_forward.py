@@ -149,10 +149,7 @@ def test_suffix_recomputation_from_a_layer_against_cached_keys(model, prepared):
         full = model(tokens, past_kv_cache=full_cache)
         _, activations = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_pre")
         suffix_residual = activations[f"blocks.{layer}.hook_resid_pre"][:, split:]
-        positions = torch.arange(split, tokens.shape[1])[None]
-        suffix = model(
-            suffix_residual, start_at_layer=layer, past_kv_cache=full_cache.prefix(split), position_ids=positions
-        )
+        suffix = model(suffix_residual, start_at_layer=layer, past_kv_cache=full_cache.prefix(split))
     assert (suffix - full[:, split:]).abs().max() <= FUSED_VS_EAGER_FP32
 
 

@@ -106,9 +106,11 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         `input` is a token tensor, or the residual stream entering layer `start_at_layer`
         (then pass `tokens` or `position_ids` when positions are not plain 0..pos-1).
         `stop_at_layer=l` returns the residual stream entering layer l (l = n_layers: the final,
-        un-normed residual). `attention_mask` marks
-        padding (1 = real token). `past_kv_cache` is read and extended in place.
+        un-normed residual). `attention_mask` marks padding of the new tokens (1 = real token).
+        `past_kv_cache` is read and extended in place; positions continue after its last ones.
         """
+        if return_type not in ("logits", "loss", "both", None):
+            raise ValueError(f"return_type={return_type!r}; expected 'logits', 'loss', 'both' or None")
         start = self._check_layer("start_at_layer", start_at_layer, 0)
         stop = self._check_layer("stop_at_layer", stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
@@ -134,7 +136,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
                 past_kv_cache.layers[layer] = present
         if past_kv_cache is not None:
             past_kv_cache.key_padding_mask = key_padding
-            past_kv_cache.last_position_ids = position_ids[..., -1]
+            past_kv_cache.append_positions(position_ids.to(residual.device))
         if stop_at_layer is not None:
             return residual
         if return_type is None:

@@ -37,7 +37,15 @@ class KeyValueCache:
 
     layers: list[LayerKeyValues | None] = field(default_factory=list)
     key_padding_mask: Int[torch.Tensor, "batch key_pos"] | None = None
-    last_position_ids: torch.Tensor | None = None  # [batch] (1D) or [3, batch] (M-RoPE)
+    position_ids: torch.Tensor | None = None  # of the cached keys: [batch key_pos] or [3 batch key_pos]
+
+    @property
+    def last_position_ids(self) -> torch.Tensor | None:
+        """Position ids of the last cached key, [batch] or [3 batch]; the next pass continues after them."""
+        return None if self.position_ids is None else self.position_ids[..., -1]
+
+    def append_positions(self, position_ids: torch.Tensor) -> None:
+        self.position_ids = position_ids if self.position_ids is None else torch.cat([self.position_ids, position_ids], -1)
 
     @classmethod
     def empty(cls, n_layers: int) -> "KeyValueCache":
@@ -55,8 +63,9 @@ class KeyValueCache:
             raise ValueError(f"prefix length {length} must be in 1..{self.length}")
         layers = [None if kv is None else LayerKeyValues(kv.keys[:, :length], kv.values[:, :length]) for kv in self.layers]
         padding = None if self.key_padding_mask is None else self.key_padding_mask[:, :length]
-        return KeyValueCache(layers, padding, last_position_ids=None)
+        positions = None if self.position_ids is None else self.position_ids[..., :length]
+        return KeyValueCache(layers, padding, positions)
 
     def freeze(self) -> "KeyValueCache":
         """A shallow copy, so a later pass can start from this state without extending it."""
-        return KeyValueCache(list(self.layers), self.key_padding_mask, self.last_position_ids)
+        return KeyValueCache(list(self.layers), self.key_padding_mask, self.position_ids)
