@@ -32,6 +32,14 @@ class VideoFrontEnd(nn.Module):
     video_token_id: int  # the placeholder id the processor expands, one per video token
     video_placeholder: str  # the placeholder text a prompt may contain, e.g. "<video>"
 
+    def process(self, processor: Any, text: str, frames: Any) -> dict[str, Any]:
+        """Run the checkpoint's processor on one prompt and video (`[T, H, W, 3]` uint8 frames).
+
+        Override only where the processor's output needs adjusting, e.g. a placeholder count the
+        processor gets wrong for this family (PLLaVA).
+        """
+        return processor(text=text, videos=[frames], return_tensors="pt")
+
     def video_inputs(self, processed: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The processor outputs `encode` needs (e.g. pixel_values_videos, video_grid_thw)."""
         raise NotImplementedError

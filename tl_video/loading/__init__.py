@@ -15,6 +15,7 @@ from tl_video.loading.checkpoint import (
     resolve_checkpoint,
 )
 from tl_video.loading.llama_weights import fill_absent_biases
+from tl_video.loading.lora import merge_lora_adapter
 from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
 from tl_video.model.config import AttentionImplementation, VideoTransformerConfig
 
@@ -30,12 +31,14 @@ def load_pretrained(
     trust_remote_code: bool = False,
     attn_implementation: AttentionImplementation = "auto",
     keep_hf_model: bool = False,
+    lora_adapter: str | Path | None = None,
 ) -> Any:
     """Load a supported VideoLLM as `model_class` (HookedVideoTransformer).
 
     The HF model is loaded once: its vision tower and projector become the front end, its
     language model is converted into our layout (sharing storage where the layout allows).
     `keep_hf_model=True` also returns the HF model as `model.hf_model` (for parity checks).
+    `lora_adapter` (a PEFT LoRA folder or hub id) is merged into the language model first.
     """
     from transformers import AutoProcessor
 
@@ -47,6 +50,8 @@ def load_pretrained(
     family = family_for(config, str(folder))
     check_weight_files(folder)
     hf_model = family.load_hf_model(folder, dtype)
+    if lora_adapter is not None:
+        merge_lora_adapter(family.language_model(hf_model), resolve_checkpoint(lora_adapter))
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     cfg = VideoTransformerConfig(
         **family.config_fields(hf_model.config),

@@ -23,6 +23,21 @@ class FamilyAdapter:
     lm_head: Callable[[nn.Module], nn.Module]
     build_frontend: Callable[[nn.Module, Any], VideoFrontEnd]  # (HF model, processor) -> front end
     convert_weights: Callable[..., dict[str, torch.Tensor]]  # (language_model, lm_head, cfg) -> state
+    # config.json keys that must also be present (an architecture shared with other models, e.g.
+    # PLLaVA's `pooling_shape` on a plain `LlavaForConditionalGeneration`)
+    required_config_keys: tuple[str, ...] = ()
+
+    def accepts(self, config: dict[str, Any]) -> bool:
+        """Whether a checkpoint's config.json belongs to this family."""
+        architectures = config.get("architectures") or []
+        return any(arch in self.architectures for arch in architectures) and all(
+            key in config for key in self.required_config_keys
+        )
+
+    def describe(self) -> list[str]:
+        """Its architectures as listed in errors, each with the config keys it needs."""
+        needs = f" (config.json with {', '.join(self.required_config_keys)})" if self.required_config_keys else ""
+        return [f"{arch}{needs}" for arch in self.architectures]
 
     def load_hf_model(self, folder: Path, dtype: torch.dtype) -> nn.Module:
         """Load the HF reference model; missing or unexpected weights are an error, not a warning."""

@@ -17,6 +17,8 @@ from tl_video.model.config import VideoTransformerConfig
 
 # Types whose frequencies depend on the running sequence length: not reproduced here.
 _DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
+# Keys of a Qwen-VL `rope_parameters` dict that concern M-RoPE (held as config fields instead).
+_MROPE_KEYS = ("mrope_section", "mrope_interleaved")
 
 
 def rope_inverse_frequencies(cfg: VideoTransformerConfig) -> tuple[Float[torch.Tensor, "half"], float]:
@@ -27,12 +29,14 @@ def rope_inverse_frequencies(cfg: VideoTransformerConfig) -> tuple[Float[torch.T
             f"rope_type={rope_type!r} rescales frequencies with the sequence length and is not "
             "supported; supported: " + ", ".join(sorted(set(ROPE_INIT_FUNCTIONS) - set(_DYNAMIC_ROPE_TYPES)))
         )
+    # M-RoPE keys only say which position row each frequency reads; the frequencies are 1D RoPE's.
+    parameters = {k: v for k, v in cfg.rope_parameters.items() if k not in _MROPE_KEYS}
     hf_config = LlamaConfig(
         hidden_size=cfg.d_model,
         num_attention_heads=cfg.n_heads,
         head_dim=cfg.d_head,
         max_position_embeddings=cfg.max_position_embeddings,
-        rope_parameters=dict(cfg.rope_parameters),
+        rope_parameters=parameters,
     )
     if rope_type == "default":
         base = hf_config.rope_parameters["rope_theta"]
@@ -71,6 +75,9 @@ class RotaryEmbedding(nn.Module):
         self.cfg = cfg
         inv_freq, self.attention_scaling = rope_inverse_frequencies(cfg)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        if cfg.mrope_section is not None:  # [d_head/2]: the position row (t, h, w) of each frequency
+            axis = mrope_axis_of_frequency(cfg.mrope_section, cfg.mrope_interleaved, inv_freq.shape[0])
+            self.register_buffer("mrope_axis", axis, persistent=False)
 
     def forward(
         self, position_ids: Int[torch.Tensor, "batch pos"] | Int[torch.Tensor, "3 batch pos"], dtype: torch.dtype
@@ -90,18 +97,31 @@ class RotaryEmbedding(nn.Module):
     def _mrope_frequencies(
         self, position_ids: Int[torch.Tensor, "3 batch pos"], inv_freq: Float[torch.Tensor, "half"]
     ) -> Float[torch.Tensor, "batch pos half"]:
-        """Each frequency reads the t, h or w position: in chunks (Qwen2.5-VL) or interleaved (Qwen3-VL)."""
+        """Angles [batch pos half] where frequency k reads position row `mrope_axis[k]` (t, h or w)."""
         if position_ids.ndim == 2:  # text-only input: t = h = w
             position_ids = position_ids.unsqueeze(0).expand(3, -1, -1)
+        if position_ids.ndim != 3 or position_ids.shape[0] != 3:
+            raise ValueError(f"M-RoPE expects position_ids [3, batch, pos], got {tuple(position_ids.shape)}")
         per_axis = position_ids[..., None].float() * inv_freq  # [3, batch, pos, half]
-        section = self.cfg.mrope_section
-        if self.cfg.mrope_interleaved:
-            axis_of_frequency = torch.zeros(inv_freq.shape[0], dtype=torch.long, device=inv_freq.device)
-            for axis, count in ((1, section[1]), (2, section[2])):
-                axis_of_frequency[axis : count * 3 : 3] = axis
-        else:
-            axis_of_frequency = torch.repeat_interleave(
-                torch.arange(len(section), device=inv_freq.device), torch.tensor(section, device=inv_freq.device)
-            )
-        index = axis_of_frequency.view(1, 1, 1, -1).expand(1, *per_axis.shape[1:])
+        index = self.mrope_axis.view(1, 1, 1, -1).expand(1, *per_axis.shape[1:])
         return per_axis.gather(0, index).squeeze(0)
+
+
+def mrope_axis_of_frequency(section: tuple[int, ...], interleaved: bool, half: int) -> Int[torch.Tensor, "half"]:
+    """Which position row (0 = t, 1 = h, 2 = w) each of the d_head/2 rotary frequencies reads.
+
+    Chunked (Qwen2.5-VL, `Qwen2_5_VLRotaryEmbedding.recomposition_frequencies`): the first
+    section[0] frequencies read t, the next section[1] read h, the rest w; [2, 3, 3] gives
+    t t h h h w w w. Interleaved (Qwen3-VL, `Qwen3VLTextRotaryEmbedding`): frequency k reads h if
+    k % 3 == 1 and k < 3 * section[1], w if k % 3 == 2 and k < 3 * section[2], else t; [4, 2, 2]
+    gives t h w t h w t t. The same row is used for both halves of d_head (`rotate_half`).
+    """
+    if sum(section) != half:
+        raise ValueError(f"mrope_section {tuple(section)} sums to {sum(section)}, expected d_head / 2 = {half}")
+    if interleaved:
+        axis = torch.zeros(half, dtype=torch.long)
+        for row, count in ((1, section[1]), (2, section[2])):
+            axis[row : 3 * count : 3] = row
+        return axis
+    rows = torch.arange(len(section)) % 3
+    return torch.repeat_interleave(rows, torch.tensor(section))

@@ -72,7 +72,7 @@ def prepare_input(
         system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
     )
     char_spans = _character_spans(text, prompt, system, answer_prefix)
-    processed = processor(text=text, videos=[frames], return_tensors="pt")
+    processed = frontend.process(processor, text, frames)
     input_ids = processed["input_ids"][0]
     video_inputs = frontend.video_inputs(processed)
     features = frontend.encode(**{k: v.to(model.cfg.device) for k, v in video_inputs.items()})
@@ -88,7 +88,8 @@ def prepare_input(
             f"the prepared input is {input_ids.shape[0]} tokens ({n_features} of them video) but the model's "
             f"context is {model.cfg.n_ctx}; use fewer frames (num_frames=) or a shorter prompt"
         )
-    key = content_key(next(iter(video_inputs.values())), sorted(video_inputs))
+    first_input, *other_inputs = video_inputs.values()  # other inputs (grids, timings) change the tokens too
+    key = content_key(first_input, sorted(video_inputs), [value.tolist() for value in other_inputs])
     entry = model.video_bank.register(features.embeddings, features.grid, key, features.extras)
     tokens = input_ids.clone()
     tokens[is_placeholder] = entry.token_ids

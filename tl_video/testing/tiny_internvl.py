@@ -74,18 +74,23 @@ def save_tiny_internvl(
     image_size: int = 64,
     patch_size: int = 8,
     tie_word_embeddings: bool = False,
+    text_model_type: str = "qwen2",
+    attention_bias: bool = False,
+    vision_feature_layer: int = -1,
     with_chat_template: bool = True,
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny InternVL3 model + processor.
 
     With the defaults each frame is resized to 64x64, an 8x8 patch grid, pixel-shuffled to 4x4 =
     16 `<IMG_CONTEXT>` tokens; 4 frames give 64 of them (plus `Frame{i}: <img>`, `</img>`, newlines).
+    `text_model_type="qwen3"` builds the InternVL3.5-style LM (per-head q/k norm; `attention_bias`
+    then puts biases on q/k/v/o); Qwen2 always has q/k/v biases and ignores `attention_bias`.
     """
     folder = Path(folder)
     template = INTERNVL_TEMPLATE if with_chat_template else None
     tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
     text_config = {
-        "model_type": "qwen2",
+        "model_type": text_model_type,
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
         "intermediate_size": intermediate_size,
@@ -101,6 +106,8 @@ def save_tiny_internvl(
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    if text_model_type == "qwen3":
+        text_config.update(head_dim=hidden_size // num_attention_heads, attention_bias=attention_bias)
     vision_config = {
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -123,7 +130,7 @@ def save_tiny_internvl(
         image_seq_length=image_seq_length,
         downsample_ratio=0.5,
         projector_hidden_act="gelu",
-        vision_feature_layer=-1,
+        vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy="default",
         tie_word_embeddings=tie_word_embeddings,
     )

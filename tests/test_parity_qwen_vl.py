@@ -1,0 +1,245 @@
+"""Parity with HF Qwen2.5-VL and Qwen3-VL on the same video input, and their token layouts.
+
+Positions: at the processor's default timing (no `video_metadata`: 2/24 s per tubelet) HF
+transformers 5.24 computes the reference M-RoPE positions itself, so it runs unassisted. For a slow
+Qwen2.5-VL clip (0.5 fps: 4 s per tubelet) its `get_rope_index` starts the text after the video
+too early (docs/families.md §4), so there, and only there, HF gets `position_ids` explicitly, built by
+`reference_positions` (tests/test_mrope_positions.py) from the processor's own outputs, and greedy
+generation is an HF argmax loop with those positions instead of `hf.generate`.
+
+DeepStack (Qwen3-VL): HF's `hidden_states[l + 1]` is recorded before feature set l is added, so our
+`resid_pre` of layer l + 1 is compared with `hidden_states[l + 1] + deepstack[l]` at video rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tl_video
+from tl_video.prompts import multiple_choice_prompt
+from tl_video.testing import save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
+from tests.conftest import random_video
+from tests.test_mrope_positions import SPLIT_TUBELETS, processor_kwargs, reference_positions, use_frame_rate
+from tests.tolerances import EXACT, LOGITS_FP32, LOGITS_HALF, PATTERN_FP32, RESIDUAL_FP32
+
+PROMPT = "What happens in the video?"
+FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
+CASES = [("qwen2_5_vl", None), ("qwen2_5_vl", 0.5), ("qwen3_vl", None), ("qwen3_vl", 0.5)]
+# (family, fps) where transformers 5.24's own positions deviate from the reference (4 s tubelets:
+# the video's t positions reach past max(h, w) / 2, see the module docstring).
+HF_POSITIONS_DEVIATE = {("qwen2_5_vl", 0.5)}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qwen_parity")
+    return {"qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), "qwen3_vl": save_tiny_qwen3_vl(root / "qwen3_vl")}
+
+
+@pytest.fixture(scope="module")
+def pairs(folders):
+    pairs = {}
+    for name, folder in folders.items():
+        model = tl_video.HookedVideoTransformer.from_pretrained(folder, keep_hf_model=True)
+        model.hf_model[0].set_attn_implementation("eager")
+        pairs[name] = (model, model.hf_model[0])
+    return pairs
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def hf_inputs(model, prepared, fps):
+    """The processor's outputs for the prepared text and frames; explicit positions where HF deviates."""
+    processed = dict(model.processor(
+        text=prepared.text, videos=[prepared.frames], return_tensors="pt",
+        **processor_kwargs(model, len(prepared.frames), fps),
+    ))
+    if (model.cfg.family, fps) in HF_POSITIONS_DEVIATE:
+        processed["position_ids"] = reference_positions_of(model, processed)[:, None]
+    return processed
+
+
+def reference_positions_of(model, processed) -> torch.Tensor:
+    vision_config = model.hf_model[0].config.vision_config
+    return reference_positions(
+        processed["mm_token_type_ids"][0], processed["video_grid_thw"], processed.get("second_per_grid_ts"),
+        getattr(vision_config, "tokens_per_second", 1.0), SPLIT_TUBELETS[model.cfg.family],
+    )
+
+
+def hf_deepstack(hf, processed) -> list[torch.Tensor]:
+    """HF's DeepStack feature sets, each [n_video_tokens, d_model] (empty for Qwen2.5-VL)."""
+    with torch.no_grad():
+        output = hf.model.get_video_features(processed["pixel_values_videos"], processed["video_grid_thw"])
+    return [torch.cat(list(level)) for level in getattr(output, "deepstack_features", None) or []]
+
+
+@pytest.mark.parametrize("family,fps", CASES)
+def test_logits_residuals_and_patterns_match_hf(pairs, monkeypatch, family, fps):
+    model, hf = pairs[family]
+    if fps is not None:
+        use_frame_rate(monkeypatch, model, fps)
+    prepared = model.prepare(video=random_video(1), prompt=PROMPT)
+    processed = hf_inputs(model, prepared, fps)
+    with torch.no_grad():
+        reference = hf(**processed, output_hidden_states=True, output_attentions=True)
+        logits, cache = model.run_with_cache(prepared.tokens)
+
+    diff = max_diff(logits, reference.logits)
+    assert diff <= LOGITS_FP32, f"{family} at {fps} fps: logits differ by {diff:.2e}"
+    is_video = processed["input_ids"][0] == model.frontend.video_token_id
+    deepstack = hf_deepstack(hf, processed)
+    for layer in range(model.cfg.n_layers):
+        expected = reference.hidden_states[layer].clone()
+        if 0 < layer <= len(deepstack):  # HF records layer l - 1's output before its DeepStack addition
+            expected[0, is_video] += deepstack[layer - 1]
+        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], expected)
+        assert diff <= RESIDUAL_FP32, f"{family}: resid_pre of layer {layer} differs by {diff:.2e}"
+        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
+        assert diff <= PATTERN_FP32, f"{family}: pattern of layer {layer} differs by {diff:.2e}"
+    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
+    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_video_tokens_and_deepstack_features_equal_hf(pairs, family):
+    model, hf = pairs[family]
+    prepared = model.prepare(video=random_video(2), prompt=PROMPT)
+    processed = hf_inputs(model, prepared, None)
+    with torch.no_grad():
+        expected = torch.cat(list(hf.get_video_features(
+            pixel_values_videos=processed["pixel_values_videos"], video_grid_thw=processed["video_grid_thw"]
+        ).pooler_output))
+        _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: "video" in name)
+    assert max_diff(cache["hook_video_embed"][0], expected) <= EXACT
+    deepstack = hf_deepstack(hf, processed)
+    assert len(deepstack) == (3 if family == "qwen3_vl" else 0)
+    for level, features in enumerate(deepstack):
+        assert max_diff(cache[f"blocks.{level}.hook_video_injection"][0], features) <= EXACT
+
+
+def test_editing_the_deepstack_injection_changes_the_logits(pairs):
+    model, _ = pairs["qwen3_vl"]
+    prepared = model.prepare(video=random_video(3), prompt=PROMPT)
+    with torch.no_grad():
+        baseline = model(prepared.tokens)
+        zeroed = model.run_with_hooks(
+            prepared.tokens, fwd_hooks=[("blocks.1.hook_video_injection", lambda features, hook: features * 0)]
+        )
+    assert max_diff(baseline, zeroed) > 1e-3
+
+
+def hf_greedy_with_positions(model, hf, processed, max_new_tokens: int) -> list[int]:
+    """HF's argmax loop, recomputing the whole sequence with explicit reference positions each step."""
+    inputs = {k: v for k, v in processed.items() if k not in ("position_ids", "pixel_values_videos")}
+    with torch.no_grad():  # the vision tower once, as HF's own `mm_encoder_outputs` input allows
+        inputs["mm_encoder_outputs"] = {"video": hf.model.get_video_features(
+            processed["pixel_values_videos"], processed["video_grid_thw"], return_dict=True
+        )}
+    new_tokens = []
+    for _ in range(max_new_tokens):
+        inputs["position_ids"] = reference_positions_of(model, inputs)[:, None]
+        with torch.no_grad():
+            token = hf(**inputs).logits[0, -1].argmax()
+        new_tokens.append(int(token))
+        for name in ("input_ids", "mm_token_type_ids", "attention_mask"):
+            value = token if name == "input_ids" else (0 if name == "mm_token_type_ids" else 1)
+            inputs[name] = torch.cat([inputs[name], torch.full((1, 1), int(value), dtype=inputs[name].dtype)], dim=1)
+    return new_tokens
+
+
+@pytest.mark.parametrize("family,fps", CASES)
+def test_greedy_generation_matches_hf(pairs, monkeypatch, family, fps):
+    model, hf = pairs[family]
+    if fps is not None:
+        use_frame_rate(monkeypatch, model, fps)
+    prepared = model.prepare(video=random_video(4), prompt=PROMPT)
+    processed = hf_inputs(model, prepared, fps)
+    if (family, fps) not in HF_POSITIONS_DEVIATE:
+        with torch.no_grad():
+            generated = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
+        expected = generated[0, processed["input_ids"].shape[1]:].tolist()
+    else:
+        expected = hf_greedy_with_positions(model, hf, processed, 8)
+    ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
+    assert ours[0, prepared.tokens.shape[1]:].tolist() == expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layout_matches_an_independent_reconstruction(pairs, family):
+    """Video positions, per-tubelet spans and (tubelet, row, col) rebuilt from the processor's ids.
+
+    8 frames: 4 tubelets (Qwen3-VL's processor would keep only 4 frames, i.e. 2 tubelets, if the
+    front end did not turn its frame sampling off). Qwen3-VL puts timestamp text between tubelets.
+    """
+    model, _ = pairs[family]
+    prepared = model.prepare(video=random_video(5, frames=8), prompt=PROMPT)
+    processed = model.processor(
+        text=prepared.text, videos=[prepared.frames], return_tensors="pt", **processor_kwargs(model, 8, None)
+    )
+    ids = processed["input_ids"][0].tolist()
+    video_positions = [i for i, token in enumerate(ids) if token == model.frontend.video_token_id]
+    t, h, w = processed["video_grid_thw"][0].tolist()
+    per_tubelet = (h // 2) * (w // 2)
+    layout = prepared.layout
+    assert t == 4 and layout.n_frames == 4 and layout.frame_unit == "tubelet (2 frames)"
+    assert list(layout.video_positions) == video_positions
+    for tubelet in range(t):
+        expected = video_positions[tubelet * per_tubelet : (tubelet + 1) * per_tubelet]
+        assert layout.positions(f"frame[{tubelet}]").tolist() == expected
+        assert expected == list(range(expected[0], expected[0] + per_tubelet)), "a tubelet's tokens are contiguous"
+    between = [
+        model.tokenizer.decode(ids[video_positions[k * per_tubelet - 1] + 1 : video_positions[k * per_tubelet]])
+        for k in range(1, t)
+    ]
+    if family == "qwen2_5_vl":
+        assert between == [""] * (t - 1)
+    else:
+        assert all(text.startswith("<|vision_end|><") and text.endswith(" seconds><|vision_start|>") for text in between), between
+    assert list(layout.video_grid) == [(f, r, c) for f in range(t) for r in range(h // 2) for c in range(w // 2)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multiple_choice_prompt_yields_question_and_option_segments(pairs, family):
+    model, _ = pairs[family]
+    question, options = "Where did the red ball roll?", ["under the bed", "out the door", "nowhere"]
+    prepared = model.prepare(
+        video=random_video(6), prompt=multiple_choice_prompt(question, options, 1), answer_prefix="Best option:("
+    )
+    layout = prepared.layout
+
+    def text_of(selector: str) -> str:
+        return model.to_string(prepared.tokens[0, layout.positions(selector)])
+
+    assert text_of("question_without_options") == question
+    assert text_of("option[B]") == text_of("true_option") == "(B) out the door"
+    assert text_of("answer_prompt") == "Best option:("
+    video = set(layout.positions("video").tolist())
+    question_span = layout.segments["question"]
+    assert video.isdisjoint(range(question_span.start, question_span.end))
+    assert question_span.start >= layout.segments["video"].end
+
+
+def test_random_videos_of_odd_length_pad_the_last_tubelet(pairs):
+    """5 frames become 3 tubelets (the processor repeats the last frame)."""
+    model, _ = pairs["qwen2_5_vl"]
+    frames = np.concatenate([random_video(7), random_video(8, frames=1)])
+    assert model.prepare(video=frames, prompt=PROMPT).layout.n_frames == 3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float16_matches_hf_in_the_same_dtype(folders, family):
+    """Video tokens, DeepStack features and positions survive a half-precision load."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(folders[family], dtype=torch.float16, keep_hf_model=True)
+    hf = model.hf_model[0]
+    hf.set_attn_implementation("eager")
+    prepared = model.prepare(video=random_video(9), prompt=PROMPT)
+    with torch.no_grad():
+        ours = model(prepared.tokens)
+        reference = hf(**hf_inputs(model, prepared, None)).logits
+    assert ours.dtype == torch.float16
+    assert max_diff(ours, reference) <= LOGITS_HALF, f"{family}: {max_diff(ours, reference):.3f}"
