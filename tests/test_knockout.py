@@ -11,15 +11,21 @@ import tl_video
 from tl_video.interventions import KnockoutSpec, blocked_edges_by_layer, knockout_hooks, preset, window_layers
 from tl_video.interventions.presets import PRESETS
 from tl_video.prompts import multiple_choice_prompt
+from tl_video.testing.tiny_llava_onevision import save_tiny_llava_onevision
 from tests.conftest import random_video
 
 KNOCKOUT_PROBABILITY = 1e-5  # DESIGN.md: ours vs the reference method, in probability
 QUESTION = multiple_choice_prompt("Where does the square go?", ["left", "right", "up", "down"], answer_index=1)
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_checkpoints):
-    model = tl_video.HookedVideoTransformer.from_pretrained(tiny_checkpoints["gqa_bias"], keep_hf_model=True)
+@pytest.fixture(scope="module", params=["llava_next_video", "llava_onevision"])
+def pair(request, tiny_checkpoints, tmp_path_factory):
+    """Two families: Llama LM with GQA and biases, and Qwen2 LM (SigLIP + newline token)."""
+    if request.param == "llava_next_video":
+        folder = tiny_checkpoints["gqa_bias"]
+    else:
+        folder = save_tiny_llava_onevision(tmp_path_factory.mktemp("onevision"))
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder, keep_hf_model=True)
     hf = model.hf_model[0]
     hf.set_attn_implementation("eager")
     return model, hf
