@@ -94,3 +94,16 @@ def test_half_precision_matches_hf_in_the_same_dtype(tiny_checkpoint, dtype):
     reference = hf_forward(model, hf, prepared).logits
     assert ours.dtype == dtype
     assert max_diff(ours, reference) <= LOGITS_HALF, f"{dtype}: {max_diff(ours, reference):.3f}"
+
+
+def test_bf16_eager_is_bitwise_equal_to_hf(tiny_checkpoint):
+    """Same kernels in the same order (fused matmul + bias, float32 norm and softmax): identical rounding."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(
+        tiny_checkpoint, dtype=torch.bfloat16, keep_hf_model=True, attn_implementation="eager"
+    )
+    hf = model.hf_model[0]
+    hf.set_attn_implementation("eager")
+    prepared = model.prepare(video=random_video(6), prompt=PROMPT)
+    with torch.no_grad():
+        ours = model(prepared.tokens)
+    assert torch.equal(ours, hf_forward(model, hf, prepared).logits)

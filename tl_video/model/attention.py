@@ -94,8 +94,8 @@ class Attention(nn.Module):
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
             out = result.sum(dim=2) + self.b_O
-        else:  # one matmul over (head, d_head); a view of W_O when it came from an HF o_proj
-            out = z.flatten(2) @ self.W_O.flatten(0, 1) + self.b_O
+        else:  # one fused matmul + bias over (head, d_head), the same kernel as HF's o_proj
+            out = F.linear(z.flatten(2), self.W_O.flatten(0, 1).T, self.b_O)
         return out, present
 
     def needs_pattern(self) -> bool:
@@ -133,11 +133,12 @@ def _project(
 ) -> Float[torch.Tensor, "batch pos head_index d_head"]:
     """x W + b per head; x is shared by all heads [b p m] or split per head [b p h m].
 
-    The shared case is one matmul with W viewed as [d_model, head_index*d_head], which is a
-    view (no copy) when W came from an HF `(h d) m` projection weight.
+    The shared case is one fused matmul + bias (`F.linear`, the kernel HF's nn.Linear runs, so
+    half precision rounds identically) with W viewed as [head_index*d_head, d_model]: a view (no
+    copy) when W came from an HF `(h d) m` projection weight.
     """
     if x.ndim == 3:
         n_heads, d_model, d_head = weight.shape
         flat = weight.permute(1, 0, 2).reshape(d_model, n_heads * d_head)
-        return (x @ flat).unflatten(-1, (n_heads, d_head)) + bias
+        return F.linear(x, flat.T, bias.reshape(-1)).unflatten(-1, (n_heads, d_head))
     return einops.einsum(x, weight, "b p h m, h m d -> b p h d") + bias

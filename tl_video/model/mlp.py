@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import nn
 from transformer_lens.hook_points import HookPoint
@@ -30,7 +31,8 @@ class GatedMLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(x @ self.W_gate + self.b_gate)
-        pre_linear = self.hook_pre_linear(x @ self.W_in + self.b_in)
+        # F.linear: the fused matmul + bias of HF's nn.Linear, so half precision rounds identically.
+        pre = self.hook_pre(F.linear(x, self.W_gate.T, self.b_gate))
+        pre_linear = self.hook_pre_linear(F.linear(x, self.W_in.T, self.b_in))
         post = self.hook_post(self.act_fn(pre) * pre_linear)
-        return post @ self.W_out + self.b_out
+        return F.linear(post, self.W_out.T, self.b_out)
