@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a model, prepare a real mp4, cache activations and patch clean vs reversed video",
         description="End-to-end demo on one synthetic video; writes demo_result.json to --out.",
     )
-    demo.add_argument("--model", default=None, help="hub id or checkpoint folder (default: build an untrained tiny LLaVA-NeXT-Video)")
+    demo.add_argument("--model", default=None, help="hub id or checkpoint folder (default: the built-in tl-video/toy-temporal when installed, else an untrained tiny LLaVA-NeXT-Video)")
     demo.add_argument("--out", default="tl_video_demo", help="output folder (default: ./tl_video_demo)")
     demo.add_argument("--frames", type=int, default=8, help="frames sampled from the video (default: 8)")
     demo.set_defaults(run=_demo)

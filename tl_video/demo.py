@@ -48,6 +48,11 @@ def moving_square_video(n_frames: int = 8, size: int = 64, direction: int = 1) -
 
 def run_demo(model_name: str | None, out: Path, n_frames: int = 8) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
+    from tl_video.loading.checkpoint import BUILTIN_MODELS
+
+    builtin = "tl-video/toy-temporal"
+    if model_name is None and (BUILTIN_MODELS[builtin] / "config.json").is_file():
+        model_name = builtin
     is_random = model_name is None
     if model_name is None:
         from tl_video.testing import save_tiny_llava_next_video
