@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -49,17 +50,31 @@ def save_tiny_llava_next_video(
     patch_size: int = 8,
     seed: int = 0,
     with_chat_template: bool = True,
+    tokenizer: Any = None,
+    vision_hidden_size: int = 32,
+    vision_intermediate_size: int = 64,
+    vision_num_hidden_layers: int = 2,
+    vision_num_attention_heads: int = 2,
+    vision_feature_layer: int = -2,
+    widen_init: bool = True,
+    extra_config: dict[str, Any] | None = None,
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny LLaVA-NeXT-Video model + processor.
 
     With the defaults each frame becomes (32/8)^2 = 16 CLIP patches, pooled 2x2 to 4 video tokens.
+    `tokenizer` replaces the byte-level one (it must hold the `SPECIAL_TOKENS` and `<video>`,
+    `<image>`); `widen_init=False` keeps transformers' own initialisation (std 0.02, for training);
+    `extra_config` entries are stored as extra fields of config.json (e.g. `num_frames`).
     """
     folder = Path(folder)
-    tokenizer = build_byte_tokenizer(
-        SPECIAL_TOKENS,
-        ["<video>", "<image>"],
-        chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
-    )
+    if tokenizer is None:
+        tokenizer = build_byte_tokenizer(
+            SPECIAL_TOKENS,
+            ["<video>", "<image>"],
+            chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
+        )
+    elif with_chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = VICUNA_VIDEO_TEMPLATE
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -76,13 +91,13 @@ def save_tiny_llava_next_video(
         pad_token_id=tokenizer.pad_token_id,
     )
     vision_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=vision_hidden_size,
+        intermediate_size=vision_intermediate_size,
+        num_hidden_layers=vision_num_hidden_layers,
+        num_attention_heads=vision_num_attention_heads,
         image_size=image_size,
         patch_size=patch_size,
-        projection_dim=32,
+        projection_dim=vision_hidden_size,
     )
     config = LlavaNextVideoConfig(
         vision_config=vision_config,
@@ -92,12 +107,14 @@ def save_tiny_llava_next_video(
         image_grid_pinpoints=[[image_size, image_size]],
         video_seq_length=(image_size // patch_size) ** 2 // 4,
         image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_layer=vision_feature_layer,
+        **(extra_config or {}),
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlavaNextVideoForConditionalGeneration(config).eval()
         # Random init draws small weights; widen them so logits are O(1) and differences show.
-        for name, parameter in model.named_parameters():
+        for name, parameter in model.named_parameters() if widen_init else ():
             if parameter.ndim >= 2 and "embed" not in name:
                 parameter.data.normal_(0.0, 1.0 / parameter.shape[-1] ** 0.5)
             elif "norm" in name and parameter.ndim == 1 and name.endswith("weight"):
