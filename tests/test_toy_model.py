@@ -42,13 +42,13 @@ def heldout(tmp_path_factory):
     return generate_benchmark(tmp_path_factory.mktemp("heldout"), n_per_task=HELDOUT_PER_TASK, seed=HELDOUT_SEED)
 
 
-@pytest.mark.xfail(reason="training entry points changed mid-session; test not yet updated (issue 6 left open)", strict=False)
 def test_a_few_training_steps_lower_the_loss(tmp_path):
     examples = generate_benchmark(tmp_path / "data", n_per_task=2, seed=5, num_frames=8, size=32)
     frames = [read_video(example.video, num_frames=8).frames for example in examples]
     config = replace(
         ToyTrainingConfig(), steps=30, batch_size=10, lr=3e-3, warmup_steps=1, eval_every=1000,
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, vision_hidden_size=32, vision_intermediate_size=64,
+        answer_probe_layer=1,
     )
     template = template_processor(tmp_path / "template")
     hf_model, processor = build_checkpoint(config, tmp_path / "init", [render_text(template, e) for e in examples])

@@ -17,14 +17,22 @@ What it does, in order:
    Llama language model) and trains all of it with AdamW on exactly the text
    :func:`tl_video.prompts.prepare_example` renders (the paper's multiple-choice prompt, the chat
    template and "Best option:("), with the cross-entropy loss on the answer letter token;
-   reversed copies of the training videos, labelled with the reversed answer, are added;
+   reversed copies of the training videos, labelled with the reversed answer, are added.
+   Four auxiliary probes (:class:`AuxiliaryProbes`, discarded after training; the checkpoint
+   holds only LLaVA-NeXT-Video weights) make this learnable in minutes on a CPU: without them
+   the answer loss sits at chance (ln 4) for hundreds of steps, because the video tokens barely
+   vary at initialisation and the letter is a pointer to an option that must first be matched
+   against the video. They ask for pixel statistics in each video token, their frame-to-frame
+   change after layer 1, the answer's text at the question's last token, and "is this option
+   correct" at each option's last token;
 4. saves the checkpoint (config, safetensors, tokenizer, processor), ``training_log.jsonl``
    (step, loss, lr, elapsed seconds) and a model card ``README.md`` whose accuracies are measured
    by :func:`tl_video.training.evaluate_toy.evaluate_toy` with our ``HookedVideoTransformer`` on a
    held-out benchmark rendered with another seed, read back from its mp4 files.
 
-Everything random derives from ``--seed``; the same seed on the same software gives the same
-checkpoint up to floating-point summation order of the BLAS threads.
+Everything random derives from ``--seed``. The same seed repeats the recipe exactly, but the
+weights agree only up to floating-point summation order (BLAS threads, memory alignment), a
+difference that grows over training: a re-run gives similar accuracies, not the same bytes.
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ class ToyTrainingConfig:
     num_key_value_heads: int = 4
     vocab_size: int = 512  # BPE vocabulary before special tokens (>= 256 bytes; the prompts saturate it earlier)
     # --- optimisation
-    steps: int = 2500
+    steps: int = 3500
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.05  # cosine decay to lr * min_lr_ratio
@@ -101,6 +109,14 @@ class ToyTrainingConfig:
     option_probe_weight: float = 1.0  # linear probe: which option is correct, from each option's last token ...
     option_probe_depth: int = 1  # ... residual entering layer n_layers - depth
     eval_every: int = 500  # quick validation accuracy (HF forward on cached tensors) in the log
+
+    def __post_init__(self) -> None:
+        n = self.num_hidden_layers
+        for name in ("temporal_probe_layer", "answer_probe_layer"):
+            if not 0 <= getattr(self, name) <= n:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range: the language model has {n} layers (valid 0..{n})")
+        if not 1 <= self.option_probe_depth <= n:
+            raise ValueError(f"option_probe_depth={self.option_probe_depth} is out of range (valid 1..{n})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -640,7 +656,12 @@ Wall time of the run on {summary["torch_threads"]} CPU threads, measured inside 
 imports excluded): **{t["total_s"] / 60:.1f} min** (rendering and decoding {t["data_s"]:.0f} s, tokenizer, model and
 processing {t["prepare_s"]:.0f} s, training {t["train_s"]:.0f} s, held-out evaluation {t["evaluate_s"]:.0f} s); other jobs may
 have shared the machine. `training_log.jsonl` holds step, loss, learning rate and
-elapsed seconds of every step (plus the auxiliary losses and a quick validation accuracy).
+elapsed seconds of every step (plus the auxiliary losses and a quick validation accuracy on
+{c["validation_per_task"]} videos per task, seed {benchmark_seed(c["seed"], VALIDATION_PART)}).
+
+Re-running the command repeats the recipe exactly (same videos, order and initialisation); the
+weights agree only up to floating-point summation order (BLAS threads, memory alignment), and
+that difference grows over training: a re-run gives similar accuracies, not the same bytes.
 
 ## Accuracy (measured)
 
