@@ -15,8 +15,7 @@ left open (new keys are never blocked; prompt rows keep their knockout).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 import torch

@@ -48,7 +48,7 @@ def patch_groups(
     """
     clean.layout.check_same_as(corrupted.layout)
     groups = [_positions(clean.layout, selector) for selector in selectors]
-    return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce, list(selectors))
+    return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce)
 
 
 def patch_frames(model, clean, corrupted, clean_cache, metric, **kwargs) -> torch.Tensor | PatchingResult:
@@ -64,7 +64,7 @@ def patch_video_tokens(
     clean.layout.check_same_as(corrupted.layout)
     layout = clean.layout
     groups = [torch.tensor([position]) for position in layout.video_positions]
-    flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar", None)
+    flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar")
     return layout.on_video_grid(flat)
 
 
@@ -93,7 +93,7 @@ def _positions(layout: TokenLayout, selector: str) -> torch.Tensor:
     return positions
 
 
-def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce, labels):
+def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce):
     if activation not in POSITIONAL_ACTIVATIONS:
         raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
     layers = checked_layers(layers, model.cfg.n_layers, "patching")

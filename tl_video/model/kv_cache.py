@@ -65,7 +65,3 @@ class KeyValueCache:
         padding = None if self.key_padding_mask is None else self.key_padding_mask[:, :length]
         positions = None if self.position_ids is None else self.position_ids[..., :length]
         return KeyValueCache(layers, padding, positions)
-
-    def freeze(self) -> "KeyValueCache":
-        """A shallow copy, so a later pass can start from this state without extending it."""
-        return KeyValueCache(list(self.layers), self.key_padding_mask, self.position_ids)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import (
     GotOcr2ImageProcessor,
     InternVLConfig,
@@ -20,6 +19,7 @@ from transformers import (
     InternVLVideoProcessor,
 )
 
+from tl_video.testing.random_init import widen_random_weights
 from tl_video.testing.tokenizer import build_byte_tokenizer
 
 # The chat template of OpenGVLab/InternVL3-*-hf.
@@ -44,22 +44,6 @@ SPECIAL_TOKENS = {
     "video_token": "<video>",
 }
 EXTRA_TOKENS = ["<|im_start|>"]
-
-
-def _widen_random_weights(model: nn.Module) -> None:
-    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
-            if module.bias is not None:
-                module.bias.data.normal_(0.0, 0.2)
-        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
-            module.weight.data.uniform_(0.5, 1.5)
-            if getattr(module, "bias", None) is not None:
-                module.bias.data.normal_(0.0, 0.2)
-    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
-    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
-        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
 
 
 def save_tiny_internvl(
@@ -137,7 +121,7 @@ def save_tiny_internvl(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = InternVLForConditionalGeneration(config).eval()
-        _widen_random_weights(model)
+        widen_random_weights(model)
     size = {"height": image_size, "width": image_size}
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessor(

@@ -40,6 +40,7 @@ from transformers import (
     LlavaNextVideoVideoProcessor,
 )
 
+from tl_video.testing.random_init import widen_random_weights
 from tl_video.testing.tokenizer import build_byte_tokenizer
 
 # Vicuna-v1 conversation as PLLaVA writes it (`conv_eval_videoqabench` style): the video is `<image>`.
@@ -64,22 +65,6 @@ UNUSED_IMAGE_TOKEN = "<unused_image>"
 
 #: The config.json keys PLLaVA adds to a LLaVA config.
 PLLAVA_CONFIG_KEYS = ("pooling_method", "pooling_shape", "use_pooling", "frame_shape", "num_frames")
-
-
-def _widen_random_weights(model: nn.Module) -> None:
-    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
-            if module.bias is not None:
-                module.bias.data.normal_(0.0, 0.2)
-        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
-            module.weight.data.uniform_(0.5, 1.5)
-            if getattr(module, "bias", None) is not None:
-                module.bias.data.normal_(0.0, 0.2)
-    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
-    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
-        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
 
 
 def save_tiny_pllava(
@@ -147,7 +132,7 @@ def save_tiny_pllava(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config).eval()
-        _widen_random_weights(model)
+        widen_random_weights(model)
     crop = {"height": image_size, "width": image_size}
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),

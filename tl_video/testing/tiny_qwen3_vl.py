@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import (
     Qwen2VLImageProcessor,
     Qwen3VLConfig,
@@ -21,6 +20,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
+from tl_video.testing.random_init import widen_random_weights
 from tl_video.testing.tokenizer import build_byte_tokenizer
 
 # The vision part of the Qwen/Qwen3-VL-*-Instruct template (no default system prompt; tools and
@@ -46,22 +46,6 @@ SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 EXTRA_TOKENS = [
     "<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"
 ]
-
-
-def _widen_random_weights(model: nn.Module) -> None:
-    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
-            if module.bias is not None:
-                module.bias.data.normal_(0.0, 0.2)
-        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
-            module.weight.data.uniform_(0.5, 1.5)
-            if getattr(module, "bias", None) is not None:
-                module.bias.data.normal_(0.0, 0.2)
-    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
-    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
-        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
 
 
 def save_tiny_qwen3_vl(
@@ -141,7 +125,7 @@ def save_tiny_qwen3_vl(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(config).eval()
-        _widen_random_weights(model)
+        widen_random_weights(model)
     patching = {"patch_size": patch_size, "temporal_patch_size": 2, "merge_size": 2}
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(

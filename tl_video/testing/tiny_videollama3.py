@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import (
     VideoLlama3Config,
     VideoLlama3ForConditionalGeneration,
@@ -22,6 +21,7 @@ from transformers import (
     VideoLlama3VideoProcessor,
 )
 
+from tl_video.testing.random_init import widen_random_weights
 from tl_video.testing.tokenizer import build_byte_tokenizer
 
 # ChatML as in the Qwen2.5-based VideoLLaMA3 checkpoints; the video placeholder precedes the text.
@@ -38,22 +38,6 @@ VIDEOLLAMA3_TEMPLATE = (
 
 SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 EXTRA_TOKENS = ["<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-
-
-def _widen_random_weights(model: nn.Module) -> None:
-    """Redraw weights so activations and logits are O(1): random init is too small to show differences."""
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-            module.weight.data.normal_(0.0, module.weight[0].numel() ** -0.5)
-            if module.bias is not None:
-                module.bias.data.normal_(0.0, 0.2)
-        elif "Norm" in type(module).__name__ and getattr(module, "weight", None) is not None:
-            module.weight.data.uniform_(0.5, 1.5)
-            if getattr(module, "bias", None) is not None:
-                module.bias.data.normal_(0.0, 0.2)
-    input_embeddings, output_embeddings = model.get_input_embeddings(), model.get_output_embeddings()
-    if output_embeddings is not None and output_embeddings.weight is input_embeddings.weight:
-        input_embeddings.weight.data.normal_(0.0, input_embeddings.weight.shape[-1] ** -0.5)
 
 
 def save_tiny_videollama3(
@@ -117,7 +101,7 @@ def save_tiny_videollama3(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = VideoLlama3ForConditionalGeneration(config).eval()
-        _widen_random_weights(model)
+        widen_random_weights(model)
     processor = VideoLlama3Processor(
         image_processor=VideoLlama3ImageProcessor(
             size={"shortest_edge": min_pixels, "longest_edge": max_pixels // 4}, patch_size=patch_size, merge_size=1
