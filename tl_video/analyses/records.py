@@ -1,0 +1,201 @@
+"""Result records on disk: one JSONL file per analysis, written as results are produced.
+
+Each file opens with a header line (package version, model id and config hash, dataset, the
+analysis options as JSON, seed) and then holds one record per (example x configuration), each a
+JSON object with a unique ``key``. A record is appended with one ``write`` + ``flush`` + ``fsync``,
+so a crash loses at most the record being written; a torn last line is dropped on resume.
+``resume=True`` keeps what is on disk (the header must match: same model, data and options) and
+lets the pipeline skip every key already written.
+
+    >>> sink = RecordSink.open("run/flow.jsonl", header, resume=True)   # doctest: +SKIP
+    >>> if not sink.has(key): sink.append({"key": key, ...})             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+HEADER_FIELDS_THAT_MUST_MATCH = ("analysis", "model_id", "model_config_hash", "dataset", "options", "seed")
+
+
+def config_hash(config: Any) -> str:
+    """A short stable hash of a model config (every dataclass field, as JSON)."""
+    fields = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHeader:
+    """What every record file says about how its records were made."""
+
+    analysis: str
+    model_id: str
+    model_config_hash: str
+    dataset: str
+    options: dict[str, Any]
+    seed: int
+    tl_video_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # informative only (timings, command): not compared on resume
+
+    def __post_init__(self) -> None:
+        if not self.tl_video_version:
+            from tl_video import __version__
+
+            object.__setattr__(self, "tl_video_version", __version__)
+
+    @classmethod
+    def for_model(cls, model: Any, *, analysis: str, dataset: str, options: dict[str, Any], seed: int, **extra: Any) -> "RunHeader":
+        return cls(
+            analysis=analysis, model_id=model.cfg.model_name, model_config_hash=config_hash(model.cfg),
+            dataset=dataset, options=json.loads(json.dumps(options, default=str)), seed=int(seed), extra=extra,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "header"} | asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "header") -> "RunHeader":
+        if not isinstance(data, dict) or data.get("type") != "header":
+            raise ValueError(f"{where}: the first line is not a tl_video record header; is this a tl_video record file?")
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def mismatch(self, other: "RunHeader") -> str | None:
+        """The first field (of those that define a run) in which two headers differ, described."""
+        for name in HEADER_FIELDS_THAT_MUST_MATCH:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                return f"{name}: on disk {theirs!r}, now {mine!r}"
+        return None
+
+
+class RecordSink:
+    """Appends records to a JSONL file (or keeps them in memory when ``path`` is None)."""
+
+    def __init__(self, path: Path | None, header: RunHeader, records: list[dict[str, Any]]):
+        self.path = path
+        self.header = header
+        self.records = records
+        self._keys = {record["key"] for record in records}
+        self.n_resumed = len(records)
+
+    @classmethod
+    def open(cls, path: str | Path | None, header: RunHeader, *, resume: bool = False) -> "RecordSink":
+        """Start a record file, or continue one (``resume``) whose header matches ``header``."""
+        if path is None:
+            return cls(None, header, [])
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0:
+            if not resume:
+                raise FileExistsError(
+                    f"{path} already holds results; pass resume=True (--resume) to continue that run, "
+                    "or choose another output folder"
+                )
+            on_disk, records = read_records(path, drop_torn_tail=True)
+            problem = header.mismatch(on_disk)
+            if problem:
+                raise ValueError(
+                    f"cannot resume {path}: it was written by a different run ({problem}); "
+                    "use another output folder or the same options"
+                )
+            _rewrite_if_torn(path, on_disk, records)
+            return cls(path, on_disk, records)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sink = cls(path, header, [])
+        sink._append_line(header.to_json())
+        return sink
+
+    def has(self, key: str) -> bool:
+        return key in self._keys
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record (it must carry a unique ``key``) and make it durable."""
+        key = record.get("key")
+        if not isinstance(key, str):
+            raise ValueError(f"a record needs a string 'key', got {key!r}")
+        if key in self._keys:
+            raise ValueError(f"record {key!r} was already written")
+        record = {"type": "record"} | record
+        if self.path is not None:
+            self._append_line(record)
+        self.records.append(record)
+        self._keys.add(key)
+
+    def _append_line(self, obj: dict[str, Any]) -> None:
+        line = json.dumps(obj, allow_nan=True, default=_json_default) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def read_records(path: str | Path, *, drop_torn_tail: bool = False) -> tuple[RunHeader, list[dict[str, Any]]]:
+    """The header and records of one record file; a torn last line is an error unless dropped."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{path}: empty record file")
+    header = RunHeader.from_json(_parse(lines[0], path, 1), f"{path}:1")
+    records = []
+    body = [(number, line) for number, line in enumerate(lines[1:], start=2) if line.strip()]
+    for index, (number, line) in enumerate(body):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if drop_torn_tail and index == len(body) - 1:
+                break
+            raise ValueError(f"{path}:{number}: not a complete JSON record (a torn write?); resume to repair it") from None
+    return header, records
+
+
+def read_run(run_dir: str | Path) -> dict[str, tuple[RunHeader, list[dict[str, Any]]]]:
+    """Every record file of a run folder: ``{analysis: (header, records)}``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder not found: {run_dir}")
+    out = {}
+    for path in sorted(run_dir.glob("*.jsonl")):
+        header, records = read_records(path)
+        out[header.analysis] = (header, records)
+    return out
+
+
+def iter_values(records: list[dict[str, Any]], **where: Any) -> Iterator[dict[str, Any]]:
+    """Records whose fields equal every ``where`` item."""
+    for record in records:
+        if all(record.get(name) == value for name, value in where.items()):
+            yield record
+
+
+def _rewrite_if_torn(path: Path, header: RunHeader, records: list[dict[str, Any]]) -> None:
+    text = path.read_text(encoding="utf-8")
+    if text.endswith("\n") and text.count("\n") == len(records) + 1:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for obj in [header.to_json(), *records]:
+            handle.write(json.dumps(obj, default=_json_default) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _parse(line: str, path: Path, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    raise TypeError(f"cannot write {type(value).__name__} to a record")

@@ -1,0 +1,151 @@
+"""The baseline of every study pipeline: prepare an example, answer it, decide whether to analyse it.
+
+The answer is read at the last position after the answer prompt ("Best option:("): ``a`` is the
+argmax over the whole vocabulary, and the example is answered correctly when ``a`` is the true
+option's letter token (resolved through the tokenizer in context). The paper analyses only the
+examples a model answers correctly (``samples="correct"``, the default); ``"wrong"`` and ``"all"``
+are the alternatives. Every pipeline writes one ``baseline`` record per example, so each rate in a
+report states its denominator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from tl_video.data.examples import VideoQAExample
+from tl_video.prompts.answers import option_token_ids
+from tl_video.prompts.prepare import prepare_example
+from tl_video.prompts.prepared import PreparedInput
+
+Samples = Literal["correct", "all", "wrong"]
+SAMPLE_MODES: tuple[str, ...] = ("correct", "all", "wrong")
+PROMPT_STYLES: tuple[str, ...] = ("chat", "paper")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyOptions:
+    """Options every study pipeline shares (each pipeline adds its own)."""
+
+    num_frames: int | None = None  # frames sampled per video; None = the library default (8)
+    prompt_style: str = "chat"  # "chat": the model's chat template; "paper": the reference code's literal text
+    samples: str = "correct"  # which examples to analyse: answered "correct"ly at baseline, "wrong"ly, or "all"
+    seed: int = 0  # bootstrap intervals, permutation tests, random baselines
+    dataset: str = "examples"  # name written into every record file
+
+    def __post_init__(self) -> None:
+        if self.samples not in SAMPLE_MODES:
+            raise ValueError(f"samples={self.samples!r}; valid: {', '.join(SAMPLE_MODES)}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style={self.prompt_style!r}; valid: {', '.join(PROMPT_STYLES)}")
+        if self.num_frames is not None and (isinstance(self.num_frames, bool) or not isinstance(self.num_frames, int) or self.num_frames < 1):
+            raise ValueError(f"num_frames must be a positive integer or None, got {self.num_frames!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ScoredExample:
+    """One prepared multiple-choice example with the model's baseline answer."""
+
+    example: VideoQAExample
+    prepared: PreparedInput
+    letters: dict[str, int]  # option letter -> its answer token id, in option order
+    probabilities: Float[torch.Tensor, "d_vocab"] = field(repr=False)  # baseline softmax at the last position
+    answer_token: int  # baseline argmax over the vocabulary
+    true_token: int
+
+    @property
+    def correct(self) -> bool:
+        return self.answer_token == self.true_token
+
+    @property
+    def true_letter(self) -> str:
+        return self.prepared.layout.true_option
+
+    @property
+    def task(self) -> str:
+        return self.example.task or "all"
+
+    def baseline_record(self, selected: bool) -> dict[str, Any]:
+        letter_probabilities = {letter: float(self.probabilities[token]) for letter, token in self.letters.items()}
+        return {
+            "key": f"baseline/{self.example.example_id}", "kind": "baseline", "example_id": self.example.example_id,
+            "task": self.task, "true_letter": self.true_letter, "answer_token": self.answer_token,
+            "correct": self.correct, "selected": selected, "letter_probabilities": letter_probabilities,
+            "n_tokens": self.prepared.layout.n_tokens, "n_video_tokens": len(self.prepared.layout.video_positions),
+        }
+
+
+def prepare_for_study(model: Any, example: VideoQAExample, options: StudyOptions, **kwargs: Any) -> PreparedInput:
+    """`prepare_example` with the study's frame count and prompt style (extra kwargs, e.g. `video=`, pass on)."""
+    if options.num_frames is not None:
+        kwargs.setdefault("num_frames", options.num_frames)
+    if options.prompt_style != "chat":
+        kwargs.setdefault("prompt_style", options.prompt_style)
+    return prepare_example(model, example, **kwargs)
+
+
+@torch.no_grad()
+def score_example(model: Any, example: VideoQAExample, options: StudyOptions, **kwargs: Any) -> ScoredExample:
+    """Prepare ``example`` and read the model's baseline answer distribution at the last position."""
+    if not example.is_multiple_choice or example.answer_index is None:
+        raise ValueError(
+            f"example {example.example_id!r}: the study's pipelines need a multiple-choice example with a known "
+            "answer (options and answer_index)"
+        )
+    prepared = prepare_for_study(model, example, options, **kwargs)
+    letters = option_token_ids(model.tokenizer, prepared)
+    probabilities = model(prepared.tokens)[0, -1].float().softmax(-1).cpu()
+    return ScoredExample(
+        example=example, prepared=prepared, letters=letters, probabilities=probabilities,
+        answer_token=int(probabilities.argmax()), true_token=letters[prepared.layout.true_option],
+    )
+
+
+def is_selected(scored: ScoredExample, samples: str) -> bool:
+    return samples == "all" or scored.correct == (samples == "correct")
+
+
+def scored_examples(
+    model: Any, examples: Sequence[VideoQAExample], options: StudyOptions, *, sink: Any = None,
+    progress: bool = True, desc: str = "examples",
+) -> Iterator[ScoredExample]:
+    """Score each example, write its baseline record to ``sink``, and yield the selected ones.
+
+    Examples whose baseline record is already in ``sink`` (a resumed run) are re-scored only if
+    selected, so resuming never changes the example set.
+    """
+    if not examples:
+        raise ValueError("no examples to analyse")
+    for example in tqdm(examples, desc=desc, unit="example", disable=not progress, leave=False):
+        key = f"baseline/{example.example_id}"
+        if sink is not None and sink.has(key):
+            previous = next(r for r in sink.records if r["key"] == key)
+            if not previous["selected"]:
+                continue
+            yield score_example(model, example, options)
+            continue
+        scored = score_example(model, example, options)
+        selected = is_selected(scored, options.samples)
+        if sink is not None:
+            sink.append(scored.baseline_record(selected))
+        if selected:
+            yield scored
+
+
+def baseline_summary(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Counts over the baseline records of a run: examples, answered correctly, analysed."""
+    baselines = [r for r in records if r.get("kind") == "baseline"]
+    return {
+        "n_examples": len(baselines),
+        "n_correct": sum(bool(r["correct"]) for r in baselines),
+        "n_selected": sum(bool(r["selected"]) for r in baselines),
+    }
