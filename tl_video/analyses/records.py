@@ -3,7 +3,8 @@
 Each file opens with a header line (package version, model id and config hash, dataset, the
 analysis options as JSON, seed) and then holds one record per (example x configuration), each a
 JSON object with a unique ``key``. A record is appended with one ``write`` + ``flush`` + ``fsync``,
-so a crash loses at most the record being written; a torn last line is dropped on resume.
+so a crash loses at most the record being written; a torn last line (or a torn header, when
+nothing else was written) is dropped on resume.
 ``resume=True`` keeps what is on disk (the header must match: same model, data and options) and
 lets the pipeline skip every key already written.
 
@@ -91,6 +92,8 @@ class RecordSink:
         if path is None:
             return cls(None, header, [])
         path = Path(path)
+        if resume and _only_a_torn_header(path):
+            path.unlink()  # the crash came while the header was written: nothing to keep
         if path.exists() and path.stat().st_size > 0:
             if not resume:
                 raise FileExistsError(
@@ -171,6 +174,20 @@ def iter_values(records: list[dict[str, Any]], **where: Any) -> Iterator[dict[st
     for record in records:
         if all(record.get(name) == value for name, value in where.items()):
             yield record
+
+
+def _only_a_torn_header(path: Path) -> bool:
+    """True when the file holds a single line, not ending in a newline, that is not valid JSON."""
+    if not path.is_file():
+        return False
+    text = path.read_text(encoding="utf-8")
+    if "\n" in text.rstrip("\n") or text.endswith("\n") or not text.strip():
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return True
+    return False
 
 
 def _rewrite_if_torn(path: Path, header: RunHeader, records: list[dict[str, Any]]) -> None:
