@@ -6,8 +6,9 @@ rises right after integration" curve. `video_token_top_k` reads every video toke
 layer and keeps the top-k tokens, in chunks so [positions, d_vocab] never exceeds `chunk_size`
 rows. By default both apply the final RMSNorm, as the model does at its output;
 `apply_final_norm=False` reproduces the paper's LLaVA runs, and `paper_compat=True` in
-`video_token_top_k` probes each layer's *input* through the input embedding matrix (layer 0 is
-the raw projector output), as the paper's released code did.
+`video_token_top_k` reads what the paper's released code read, through the input embedding
+matrix W_E: the (un-normed) inputs of layers 0 .. n-2 (row 0 is the raw projector output), then
+the final-normed output of the last layer (HF's ``hidden_states[-1]``) -- n rows in all.
 """
 
 from __future__ import annotations
@@ -67,16 +68,28 @@ def video_token_top_k(
     paper_compat: bool = False,
     chunk_size: int = 256,
 ) -> VideoTokenLens:
-    """Top-k vocabulary of every video token at every layer."""
+    """Top-k vocabulary of every video token at every layer (one row per layer).
+
+    Default: softmax(W_U norm(resid_post_l)), the output of each layer. ``paper_compat``: rows
+    0 .. n-2 are softmax(W_E resid_pre_l) (inputs of layers 0 .. n-2, no norm) and row n-1 is
+    softmax(W_E ln_final(resid_post_{n-1})), as the reference code read them.
+    """
     if k < 1 or k > model.cfg.d_vocab:
         raise ValueError(f"k={k} must be between 1 and the vocabulary size {model.cfg.d_vocab}")
-    hook = "hook_resid_pre" if paper_compat else "hook_resid_post"
-    names = [f"blocks.{layer}.{hook}" for layer in range(model.cfg.n_layers)]
+    n_layers = model.cfg.n_layers
+    if paper_compat:
+        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers - 1)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+        points = tuple(f"input of L{layer + 1}" for layer in range(n_layers - 1)) + (f"output of L{n_layers} (final norm)",)
+    else:
+        names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+        points = tuple(f"output of L{layer + 1}" for layer in range(n_layers))
     _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
     positions = prepared.layout.positions("video")
     if positions.numel() == 0:
         raise ValueError("this input has no video tokens")
     residuals = torch.stack([cache[name][0, positions.to(cache[name].device)] for name in names])
+    if paper_compat:  # the last row is read after the final norm, the others raw
+        residuals = torch.cat([residuals[:-1], model.ln_final(residuals[-1:])])
     flat = residuals.flatten(0, 1)  # [layer * video_token, d_model]
     ids, probabilities = [], []
     for chunk in flat.split(chunk_size):
@@ -88,13 +101,14 @@ def video_token_top_k(
         ids.append(top.indices)
         probabilities.append(top.values)
     shape = (len(names), positions.numel(), k)
-    probes = "resid_pre @ W_E (paper_compat, no norm)" if paper_compat else (
+    probes = "resid_pre of L1..L(n-1), then ln_final(resid_post of Ln), @ W_E (paper_compat)" if paper_compat else (
         f"resid_post @ W_U ({'final norm' if apply_final_norm else 'no norm'})"
     )
     return VideoTokenLens(
         top_ids=torch.cat(ids).reshape(shape).cpu(),
         top_probabilities=torch.cat(probabilities).reshape(shape).cpu(),
-        layers=tuple(range(model.cfg.n_layers)),
+        layers=tuple(range(n_layers)),
         video_grid=prepared.layout.video_grid,
         probes=probes,
+        points=points,
     )
