@@ -4,6 +4,11 @@ The processor expands the single video placeholder into a run of tokens (plus, f
 families, wrapper tokens). We tokenize the rendered text ourselves with offsets, check that
 every token before and after the placeholder is identical in the processor's ids, and shift
 positions after the video by the run's length. Everything comes from token ids and offsets.
+
+Overlap rule: a segment covers every token that carries any of its characters. Tokenizers glue
+a leading space (byte-level BPE "Ġ", SentencePiece "▁") or a newline to the next word, so a
+token may start before the segment it belongs to (" Best" of "ASSISTANT: Best option:("); a
+token shared by two segments belongs to both.
 """
 
 from __future__ import annotations
@@ -38,10 +43,16 @@ def token_spans(
         )
     shift = len(processed) - len(ids)
     spans: dict[str, Span] = {}
+    video_start, video_end = offsets[at]
     for name, (char_start, char_end) in char_spans.items():
+        if char_start < video_end and video_start < char_end:
+            raise ValueError(
+                f"segment {name!r} (characters {char_start}..{char_end}) contains the video placeholder; "
+                "a text segment must lie before or after the video"
+            )
         inside = [
             index for index, (start, end) in enumerate(offsets)
-            if end > start and char_start <= start < char_end and index != at
+            if start < char_end and char_start < end and char_start < char_end and index != at
         ]
         if not inside:
             raise ValueError(f"segment {name!r} (characters {char_start}..{char_end}) holds no token")
