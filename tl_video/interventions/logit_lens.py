@@ -35,27 +35,41 @@ def option_probabilities_by_layer(
     option_tokens: dict[str, int],
     *,
     apply_final_norm: bool = True,
+    paper_compat: bool = False,
     fwd_hooks: list | None = None,
 ) -> tuple[list[str], Float[torch.Tensor, "n_layers n_options"]]:
-    """(letters, probabilities): softmax(W_U norm(resid_post_l)) at the last position, per layer."""
+    """(letters, probabilities): softmax(W_U norm(resid_post_l)) at the last position, per layer.
+
+    `paper_compat=True` reads the reference code's hidden states instead: the raw residual after
+    layers 0..n-2 and the final-normed output of the last layer, so the last row is the model's own
+    output distribution (`apply_final_norm` must then stay True: the variant fixes the norm per layer).
+    """
+    if paper_compat and not apply_final_norm:
+        raise ValueError("paper_compat=True fixes the norm per layer (raw, then final-normed last layer); "
+                         "leave apply_final_norm=True")
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
     with model.hooks(fwd_hooks=fwd_hooks or []):
         _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
     residuals = torch.stack([cache[name][:, -1] for name in names])  # [layer, batch, d_model]
-    probabilities = _readout(model, residuals, apply_final_norm).softmax(-1)[:, 0]
+    if paper_compat:
+        logits = torch.cat([_readout(model, residuals[:-1], False), _readout(model, residuals[-1:], True)])
+    else:
+        logits = _readout(model, residuals, apply_final_norm)
+    probabilities = logits.softmax(-1)[:, 0]
     letters = list(option_tokens)
     return letters, probabilities[:, [option_tokens[letter] for letter in letters]]
 
 
 @dataclass(frozen=True)
 class VideoTokenLens:
-    """Top-k readout of every video token at every probed layer."""
+    """Top-k readout of every video token at every probed point of the residual stream."""
 
     top_ids: Int[torch.Tensor, "layer video_token k"]
     top_probabilities: Float[torch.Tensor, "layer video_token k"]
-    layers: tuple[int, ...]  # the layer index of each row (input of that layer when paper_compat)
+    layers: tuple[int, ...]  # row index = layer number of the probed point (see `points`)
     video_grid: tuple[tuple[int, int, int], ...]  # (frame, row, col) of each video token
     probes: str  # what was read, for records: "resid_post @ W_U (final norm)" etc.
+    points: tuple[str, ...] = ()  # per row, the probed point in words: "output of L1", "input of L3", ...
 
 
 @torch.no_grad()
