@@ -11,7 +11,9 @@ permutation p-value) and every metric convention is TransformerLens's.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable, Literal, Sequence
 
 import pandas as pd
@@ -40,15 +42,17 @@ def patch_groups(
     activation: str = "resid_pre",
     layers: Sequence[int] | None = None,
     reduce: Literal["scalar", "none"] = "scalar",
+    progress: bool = True,
 ) -> torch.Tensor | PatchingResult:
     """Patch each group's clean activation into the corrupted run: a [layer, group] table.
 
     `selectors` name token groups of the (shared) layout; `reduce="none"` returns a
     `PatchingResult` with a trailing example axis (metric must then return [batch]).
+    `progress=False` silences TransformerLens's progress bar.
     """
     clean.layout.check_same_as(corrupted.layout)
     groups = [_positions(clean.layout, selector) for selector in selectors]
-    return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce)
+    return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce, progress)
 
 
 def patch_frames(model, clean, corrupted, clean_cache, metric, **kwargs) -> torch.Tensor | PatchingResult:
@@ -58,13 +62,13 @@ def patch_frames(model, clean, corrupted, clean_cache, metric, **kwargs) -> torc
 
 
 def patch_video_tokens(
-    model, clean, corrupted, clean_cache, metric, *, activation: str = "resid_pre", layers=None
+    model, clean, corrupted, clean_cache, metric, *, activation: str = "resid_pre", layers=None, progress: bool = True
 ) -> torch.Tensor:
     """[layer, frame, row, col]: patch one video token at a time (NaN where the grid has no token)."""
     clean.layout.check_same_as(corrupted.layout)
     layout = clean.layout
     groups = [torch.tensor([position]) for position in layout.video_positions]
-    flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar")
+    flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar", progress)
     return layout.on_video_grid(flat)
 
 
@@ -84,16 +88,13 @@ def stack_examples(results: Sequence[PatchingResult]) -> PatchingResult:
 
 
 def _positions(layout: TokenLayout, selector: str) -> torch.Tensor:
-    try:
-        positions = layout.positions(selector)
-    except (KeyError, IndexError) as error:
-        raise ValueError(f"patch group {selector!r}: {error.args[0]}") from None
+    positions = layout.positions(selector, role="patch group")  # a bad selector raises SelectorError
     if positions.numel() == 0:
         raise ValueError(f"patch group {selector!r} selects no token of this input")
     return positions
 
 
-def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce):
+def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce, progress=True):
     if activation not in POSITIONAL_ACTIVATIONS:
         raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
     layers = checked_layers(layers, model.cfg.n_layers, "patching")
@@ -104,11 +105,23 @@ def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, lay
         corrupted_activation[:, positions] = clean_activation[:, positions]
         return corrupted_activation
 
-    result = tl_patching.generic_activation_patch(
-        model, corrupted_tokens, clean_cache, metric, set_group, activation,
-        index_df=index_df, reduce=reduce, baseline=reduce == "none",
-    )
+    with contextlib.nullcontext() if progress else _silent_transformer_lens_progress():
+        result = tl_patching.generic_activation_patch(
+            model, corrupted_tokens, clean_cache, metric, set_group, activation,
+            index_df=index_df, reduce=reduce, baseline=reduce == "none",
+        )
     if isinstance(result, PatchingResult):
         values = result.values.reshape(len(layers), len(groups), -1)
         return replace(result, values=values, axis_names=["layer", "group"])
     return result.reshape(len(layers), len(groups))
+
+
+@contextlib.contextmanager
+def _silent_transformer_lens_progress():
+    """TransformerLens's patching loop draws its own tqdm bar and takes no switch: disable it here."""
+    original = tl_patching.tqdm
+    tl_patching.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        tl_patching.tqdm = original
