@@ -37,17 +37,20 @@ def prepared(pair):
     return model.prepare(video=random_video(30), prompt=QUESTION, answer_prefix="Best option:(")
 
 
-def reference_probabilities(model, hf, prepared, blocked_pairs_by_layer):
+def reference_probabilities(model, hf, prepared, blocked_pairs_by_layer, attends_to_nothing=False):
     """The reference research method: the HF model with each layer's 4D attention mask replaced.
 
     `blocked_pairs_by_layer` maps layer -> list of (query_positions, key_positions); the masks are
-    built here with plain loops, independently of our mask code.
+    built here with plain loops, independently of our mask code. The reference method lets a
+    fully blocked query attend uniformly to the whole row (future included); callers either
+    check that no row is fully blocked, or pass `attends_to_nothing=True`, which zeroes those
+    rows' input to HF's o_proj (the defined semantics: zero attention output, o_proj bias only).
     """
     processed = model.processor(text=prepared.text, videos=[prepared.frames], return_tensors="pt")
     n = processed["input_ids"].shape[1]
     minimum = torch.finfo(torch.float32).min
     causal = torch.full((n, n), minimum).triu(1)
-    masks = {}
+    masks, blind_rows = {}, {}
     for layer in range(model.cfg.n_layers):
         mask = causal.clone()
         for queries, keys in blocked_pairs_by_layer.get(layer, []):
@@ -55,20 +58,29 @@ def reference_probabilities(model, hf, prepared, blocked_pairs_by_layer):
                 for k in keys:
                     mask[q, k] = minimum
         masks[layer] = mask[None, None]
+        blind_rows[layer] = [q for q in range(n) if bool((mask[q, : q + 1] == minimum).all())]
 
     handles = []
     for layer, decoder_layer in enumerate(hf.model.language_model.layers):
         def replace(module, args, kwargs, layer=layer):
             kwargs["attention_mask"] = masks[layer]
             return args, kwargs
+
+        def blind(module, args, layer=layer):
+            (hidden,) = args
+            hidden = hidden.clone()
+            hidden[:, blind_rows[layer]] = 0.0
+            return (hidden,)
         handles.append(decoder_layer.register_forward_pre_hook(replace, with_kwargs=True))
+        if attends_to_nothing:
+            handles.append(decoder_layer.self_attn.o_proj.register_forward_pre_hook(blind))
     try:
         with torch.no_grad():
             logits = hf(**processed).logits
     finally:
         for handle in handles:
             handle.remove()
-    return logits[0, -1].softmax(-1)
+    return logits[0, -1].softmax(-1), blind_rows
 
 
 def our_probabilities(model, prepared, spec):
@@ -92,9 +104,22 @@ def test_knockout_equals_hf_with_replaced_masks(pair, prepared, preset_name, lay
     model, hf = pair
     for spec in preset(preset_name, prepared.layout, layers):
         ours = our_probabilities(model, prepared, spec)
-        reference = reference_probabilities(model, hf, prepared, pairs_of(spec, prepared.layout))
+        reference, blind_rows = reference_probabilities(model, hf, prepared, pairs_of(spec, prepared.layout))
+        # the reference method is wrong on fully blocked rows by definition: these presets must have none
+        assert not any(blind_rows.values()), f"{spec!r} leaves rows with no key: {blind_rows}"
         difference = (ours - reference).abs().max().item()
         assert difference <= KNOCKOUT_PROBABILITY, f"{spec!r}: {difference:.2e}"
+
+
+@pytest.mark.parametrize("edges", [[("text", "text")], [("all", "video")], [("before_video", "all"), ("video", "video")]])
+def test_fully_blocked_rows_equal_hf_with_zeroed_attention_output(pair, prepared, edges):
+    """Rows with no key left: ours equals HF whose o_proj input is zeroed on those rows (and not the plain reference)."""
+    model, hf = pair
+    spec = KnockoutSpec.of(edges, range(model.cfg.n_layers))
+    ours = our_probabilities(model, prepared, spec)
+    reference, blind_rows = reference_probabilities(model, hf, prepared, pairs_of(spec, prepared.layout), attends_to_nothing=True)
+    assert all(blind_rows.values())
+    assert (ours - reference).abs().max().item() <= KNOCKOUT_PROBABILITY
 
 
 def test_knockout_changes_the_answer_distribution(pair, prepared):

@@ -5,6 +5,12 @@ d_model]`). The additive mask (0 = open, finfo.min = blocked) arrives built once
 passes through `hook_attn_mask`, so a knockout edits the mask, not the scores. Scores and pattern
 are materialised only when a hook reads them (or `attn_implementation="eager"`); otherwise the
 fused SDPA kernel runs on the very same mask.
+
+A query whose every key is blocked (each entry of its mask row <= finfo.min, read after
+`hook_attn_mask`) attends to nothing: its pattern row is all zeros and its z is zero, so the
+layer's attention output there is b_O alone. A plain softmax would instead spread it uniformly
+over the whole row, future positions included. Padding query rows of a left-padded batch are
+fully blocked too and get the same zero output.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import einops
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
@@ -90,7 +96,7 @@ class Attention(nn.Module):
         k = self.hook_rot_k(apply_rotary(k, cos, sin))
         present = LayerKeyValues(k, v) if past is None else past.extended(k, v)
         mask = self.hook_attn_mask(mask)
-        z = self.hook_z(self._attend(q, present.keys, present.values, mask))
+        z = self.hook_z(self._attend(q, present.keys, present.values, mask, fully_blocked_queries(mask)))
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
             out = result.sum(dim=2) + self.b_O
@@ -110,7 +116,9 @@ class Attention(nn.Module):
         k: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
         v: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
         mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+        fully_blocked: Bool[torch.Tensor, "batch 1 query_pos 1"],
     ) -> Float[torch.Tensor, "batch query_pos head_index d_head"]:
+        """Softmax attention; fully blocked query rows attend to nothing (z = 0, pattern row 0)."""
         groups = self.cfg.n_query_groups
         q = q.transpose(1, 2)  # [batch, head, query_pos, d_head]
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # [batch, kv_head, key_pos, d_head]
@@ -118,12 +126,20 @@ class Attention(nn.Module):
             z = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale, enable_gqa=groups > 1
             )
-            return z.transpose(1, 2)
+            return z.masked_fill(fully_blocked, 0.0).transpose(1, 2)
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = self.hook_attn_scores(torch.matmul(q, k.transpose(2, 3)) * self.scale + mask)
-        pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).masked_fill(fully_blocked, 0.0)
+        pattern = self.hook_pattern(pattern.to(q.dtype))
         return torch.matmul(pattern, v).transpose(1, 2)
+
+
+def fully_blocked_queries(
+    mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+) -> Bool[torch.Tensor, "batch 1 query_pos 1"]:
+    """Query rows whose every key is blocked (entry <= finfo.min, or -inf) in the additive mask."""
+    return (mask <= torch.finfo(mask.dtype).min).all(dim=-1, keepdim=True)
 
 
 def _project(

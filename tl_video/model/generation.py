@@ -1,7 +1,13 @@
-"""Greedy generation with a key/value cache; hooks active around the call apply at every step."""
+"""Greedy generation with a key/value cache; hooks active around the call apply at every step.
+
+While `greedy_generate` runs, `generation_prompt_length()` gives the prompt's length, so a hook
+that meets a sequence longer than the prompt it was compiled for (the no-cache path recomputes
+prompt + generated tokens) knows the extra positions are generated tokens (knockout uses this).
+"""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +18,13 @@ from tl_video.model.kv_cache import KeyValueCache
 
 if TYPE_CHECKING:
     from tl_video.model.hooked_video_transformer import HookedVideoTransformer
+
+_PROMPT_LENGTH: ContextVar[int | None] = ContextVar("tl_video_generation_prompt_length", default=None)
+
+
+def generation_prompt_length() -> int | None:
+    """The prompt length of the `greedy_generate` call in progress; None outside generation."""
+    return _PROMPT_LENGTH.get()
 
 
 @torch.no_grad()
@@ -31,6 +44,23 @@ def greedy_generate(
     tokens = model._check_tokens(tokens)
     if eos_token_id is None and model.tokenizer is not None:
         eos_token_id = model.tokenizer.eos_token_id
+    token = _PROMPT_LENGTH.set(tokens.shape[1])
+    try:
+        return _generate(model, tokens, max_new_tokens, stop_at_eos, eos_token_id, attention_mask, use_past_kv_cache, verbose)
+    finally:
+        _PROMPT_LENGTH.reset(token)
+
+
+def _generate(
+    model: "HookedVideoTransformer",
+    tokens: Int[torch.Tensor, "batch pos"],
+    max_new_tokens: int,
+    stop_at_eos: bool,
+    eos_token_id: int | None,
+    attention_mask: Int[torch.Tensor, "batch pos"] | None,
+    use_past_kv_cache: bool,
+    verbose: bool,
+) -> Int[torch.Tensor, "batch pos_plus_new"]:
     batch = tokens.shape[0]
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
     cache = KeyValueCache.empty(model.cfg.n_layers) if use_past_kv_cache else None

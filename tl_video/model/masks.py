@@ -2,8 +2,9 @@
 
 0 means open and `finfo(dtype).min` means blocked. It is added to the scores (never a boolean,
 which eager attention would add as 1.0). Blocked entries are set, not summed, so a key blocked
-twice stays at finfo.min instead of overflowing to -inf (a fully blocked row then gives a
-uniform pattern, not NaN).
+twice stays at finfo.min instead of overflowing to -inf. Attention reads a row whose every entry
+is <= finfo.min as "attends to nothing" (zero output, see `attention.py`), never as the uniform
+softmax over the row that the raw scores would give.
 """
 
 from __future__ import annotations
