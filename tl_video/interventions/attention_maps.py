@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -32,7 +33,7 @@ def video_attention_map(
     n_layers = model.cfg.n_layers
     layers = checked_layers(layers, n_layers, "attention map")
     layout = prepared.layout
-    queries = layout.positions(query)
+    queries = layout.positions(query, role="attention query")
     keys = layout.positions("video")
     if queries.numel() == 0 or keys.numel() == 0:
         raise ValueError(f"query group {query!r} or the video selects no token")
@@ -46,3 +47,55 @@ def video_attention_map(
         to_video = pattern[:, queries][:, :, keys].mean(1)  # [head, video_token]
         per_layer.append(to_video.mean(0) if heads == "mean" else to_video.max(0).values)
     return layout.on_video_grid(torch.stack(per_layer).cpu())
+
+
+@dataclass(frozen=True)
+class QueryAttention:
+    """Attention of a query group to the video in chosen layers, per query token and for the group."""
+
+    layers: tuple[int, ...]
+    query_positions: tuple[int, ...]  # sequence index of each query token
+    per_token: Float[torch.Tensor, "layer query video_token"]  # head mean (or max) per query token
+    group: Float[torch.Tensor, "layer video_token"]  # mean over the query tokens, then heads (as video_attention_map)
+    video_mass: Float[torch.Tensor, "layer query"]  # head-mean attention of each query token summed over all video keys
+
+
+@torch.no_grad()
+def query_attention_to_video(
+    model: Any,
+    prepared: PreparedInput,
+    query: str,
+    layers: list[int] | range | None = None,
+    *,
+    heads: Literal["mean", "max"] = "mean",
+    knockout: KnockoutSpec | None = None,
+) -> QueryAttention:
+    """One forward pass: the `query` group's attention to every video token, per query token and for the group.
+
+    ``group`` equals `video_attention_map` before it is put on the (frame, row, col) grid; the
+    per-token maps are the reference's one-map-per-query-token view. ``video_mass`` is the share
+    of a query token's attention (head mean) that lands on the video.
+    """
+    if heads not in ("mean", "max"):
+        raise ValueError(f"heads={heads!r}; expected 'mean' or 'max'")
+    n_layers = model.cfg.n_layers
+    layers = checked_layers(layers, n_layers, "attention map")
+    layout = prepared.layout
+    queries, keys = layout.positions(query), layout.positions("video")
+    if queries.numel() == 0 or keys.numel() == 0:
+        raise ValueError(f"query group {query!r} or the video selects no token")
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    hooks = [] if knockout is None else knockout_hooks(knockout, layout, n_layers)
+    with model.hooks(fwd_hooks=hooks):
+        _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
+    per_token, group, mass = [], [], []
+    for layer in layers:
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].float()  # [head, query, key]
+        to_video = pattern[:, queries][:, :, keys]  # [head, query, video_token]
+        per_token.append(to_video.mean(0) if heads == "mean" else to_video.max(0).values)
+        group.append(to_video.mean(1).mean(0) if heads == "mean" else to_video.mean(1).max(0).values)
+        mass.append(to_video.mean(0).sum(-1))
+    return QueryAttention(
+        layers=tuple(layers), query_positions=tuple(queries.tolist()),
+        per_token=torch.stack(per_token).cpu(), group=torch.stack(group).cpu(), video_mass=torch.stack(mass).cpu(),
+    )
