@@ -1,16 +1,70 @@
-"""`tl-video`: a thin command-line shell over the library's pipelines."""
+"""`tl-video`: a thin command-line shell over the library's pipelines.
+
+Every failure ends in one line on stderr and a non-zero exit (2: bad input or environment,
+1: an unexpected internal error, 130: interrupted); `--debug` prints the traceback instead.
+`main()` is the only place that turns exceptions into that line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+class CommandLineError(ValueError):
+    """A bad command line (unknown option, a value that is not a number, ...)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so main() reports one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{message} (see `{self.prog} --help`)")
+
+
+def int_at_least(minimum: int, why: str = "") -> Any:
+    """An argparse `type` accepting whole numbers >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}{why}")
+        return value
+
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """An argparse `type` for --out: a folder, created if needed, that can be written to."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is an existing file, not a folder; pass a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".tl-video-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be written ({error.strerror or error}); pass a writable folder"
+        ) from None
+    return path
 
 
 def _demo(args: argparse.Namespace) -> int:
     from tl_video.demo import run_demo
 
-    result = run_demo(args.model, Path(args.out), n_frames=args.frames)
+    result = run_demo(args.model, args.out, n_frames=args.frames)
     print(f"model: {result.model}{'  (untrained, random weights)' if result.model_is_random else ''}")
     print(f"input: {result.n_tokens} tokens, {result.n_video_tokens} video tokens in {result.n_frames} frames")
     print("top next tokens:", ", ".join(f"{token!r} {p:.3f}" for token, p in result.top_next_tokens))
@@ -18,32 +72,63 @@ def _demo(args: argparse.Namespace) -> int:
     print("resid_pre patching (reversed <- clean), mean metric per layer x frame:")
     for layer, row in enumerate(result.patch_recovery_by_layer_and_frame):
         print(f"  L{layer + 1:<3}" + " ".join(f"{value:+.3f}" for value in row))
-    print(f"results written to {Path(args.out) / 'demo_result.json'}")
+    print(f"results written to {args.out / 'demo_result.json'}")
     return 0
 
 
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """`--debug` on a subcommand too (`tl-video demo --debug`), without overriding the global one."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tl-video", description="Circuit analysis for Video LLMs.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="tl-video", description="Circuit analysis for Video LLMs.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = commands.add_parser(
         "demo",
         help="load a model, prepare a real mp4, cache activations and patch clean vs reversed video",
         description="End-to-end demo on one synthetic video; writes demo_result.json to --out.",
     )
     demo.add_argument("--model", default=None, help="hub id or checkpoint folder (default: the built-in tl-video/toy-temporal when installed, else an untrained tiny LLaVA-NeXT-Video)")
-    demo.add_argument("--out", default="tl_video_demo", help="output folder (default: ./tl_video_demo)")
-    demo.add_argument("--frames", type=int, default=8, help="frames sampled from the video (default: 8)")
+    demo.add_argument("--out", type=output_folder, default="tl_video_demo", help="output folder (default: ./tl_video_demo)")
+    demo.add_argument(
+        "--frames", type=int_at_least(2, " (patching clean vs reversed needs at least 2 frames)"), default=8,
+        help="frames sampled from the video, at least 2 (default: 8)",
+    )
+    add_debug_option(demo)
     demo.set_defaults(run=_demo)
+    from tl_video.study_cli import add_study_commands
+
+    add_study_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; every failure becomes one line on stderr and a non-zero exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((word for word in argv if not word.startswith("-")), "")
+    debug = "--debug" in argv
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv  # the exact command, recorded in run.json
         return args.run(args)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        print(f"tl-video {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except SystemExit as exit_:  # --help / --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"tl-video{' ' + command if command else ''}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the one place that turns exceptions into a line
+        if debug:
+            raise
+        expected = isinstance(error, (ValueError, TypeError, LookupError, OSError, ImportError))
+        expected = expected or getattr(error, "exit_code", None) is not None  # e.g. StudyFailed: already explained
+        message = " ".join(str(error).split()) or type(error).__name__
+        if not expected:
+            message = f"internal error ({type(error).__name__}): {message}; rerun with --debug for the traceback"
+        prefix = f"tl-video {command}:" if command else "tl-video:"
+        print(f"{prefix} error: {message}", file=sys.stderr)
+        return getattr(error, "exit_code", None) or (EXIT_BAD_INPUT if expected else EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,15 @@ def moving_square_video(n_frames: int = 8, size: int = 64, direction: int = 1) -
 
 
 def run_demo(model_name: str | None, out: Path, n_frames: int = 8) -> DemoResult:
+    """Run the demo into folder `out`; `n_frames` >= 2, since clean and reversed must differ."""
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
+        raise ValueError(
+            f"n_frames={n_frames!r}: the demo patches the clean video into its reversed copy, which needs "
+            "at least 2 frames (with 1 frame both are the same video and every number is 0)"
+        )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"the output path {out} is an existing file; pass a folder")
     out.mkdir(parents=True, exist_ok=True)
     from tl_video.loading.checkpoint import BUILTIN_MODELS
 

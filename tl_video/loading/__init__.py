@@ -11,13 +11,14 @@ from tl_video.loading.checkpoint import (
     CheckpointError,
     check_remote_code,
     check_weight_files,
+    error_summary,
     read_config,
     resolve_checkpoint,
 )
 from tl_video.loading.llama_weights import fill_absent_biases
 from tl_video.loading.lora import merge_lora_adapter
 from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
-from tl_video.model.config import AttentionImplementation, VideoTransformerConfig
+from tl_video.model.config import AttentionImplementation, VideoTransformerConfig, resolve_dtype
 
 __all__ = ["CheckpointError", "FAMILIES", "load_pretrained", "supported_architectures"]
 
@@ -40,10 +41,7 @@ def load_pretrained(
     `keep_hf_model=True` also returns the HF model as `model.hf_model` (for parity checks).
     `lora_adapter` (a PEFT LoRA folder or hub id) is merged into the language model first.
     """
-    from transformers import AutoProcessor
-
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = resolve_dtype(dtype)
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
     check_remote_code(folder, config, trust_remote_code)
@@ -52,7 +50,7 @@ def load_pretrained(
     hf_model = family.load_hf_model(folder, dtype)
     if lora_adapter is not None:
         merge_lora_adapter(family.language_model(hf_model), resolve_checkpoint(lora_adapter))
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    processor = load_processor(folder, trust_remote_code)
     cfg = VideoTransformerConfig(
         **family.config_fields(hf_model.config),
         dtype=dtype,
@@ -77,3 +75,28 @@ def load_pretrained(
     if device is not None:
         model.to(device)
     return model
+
+
+# Files a processor is read from: tokenizer (one of these sets) and image/video processor configs.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
+
+
+def load_processor(folder: Path, trust_remote_code: bool) -> Any:
+    """The checkpoint's HF processor (tokenizer + image/video processor); failures name the folder's files."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        present = sorted(p.name for p in folder.iterdir() if p.name in _TOKENIZER_FILES + _PROCESSOR_FILES)
+        if not any(name in present for name in _TOKENIZER_FILES[:3]):
+            problem = f"no tokenizer file ({', '.join(_TOKENIZER_FILES[:3])})"
+        elif not any(name in present for name in _PROCESSOR_FILES):
+            problem = f"no processor config ({', '.join(_PROCESSOR_FILES)})"
+        else:
+            problem = f"unreadable files among {present}"
+        raise CheckpointError(
+            f"{folder}: the tokenizer/processor could not be loaded: {problem} ({error_summary(error)}); "
+            "copy the tokenizer and processor files of the original checkpoint into the folder"
+        ) from error

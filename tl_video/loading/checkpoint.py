@@ -47,19 +47,54 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         ) from error
 
 
+def error_summary(error: BaseException, limit: int = 240) -> str:
+    """`Type: first lines` of a library error on one line, for messages that wrap it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) or "(no message)"
+    return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold one object; any problem names the file (and line) and the fix."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise CheckpointError(f"{path} is not UTF-8 text (byte {error.start}, line {line}); re-save it as UTF-8 JSON") from error
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from error
+    except RecursionError as error:
+        raise CheckpointError(f"{path} nests JSON arrays/objects too deeply to read; it is not a config file") from error
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} must hold a JSON object {{...}}, got a JSON {type(value).__name__}")
+    return value
+
+
 def read_config(folder: Path) -> dict[str, Any]:
+    """config.json as a dict, with `architectures` (when present) a list of strings."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{folder} has no config.json; is it a Hugging Face checkpoint folder?")
-    try:
-        return json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+    config = read_json_object(config_path)
+    architectures = config.get("architectures")
+    if architectures is not None and (
+        not isinstance(architectures, list) or not all(isinstance(arch, str) for arch in architectures)
+    ):
+        raise CheckpointError(
+            f"{config_path}: 'architectures' must be a list of class names, e.g. [\"{architectures}\"], "
+            f"got {architectures!r}"
+        )
+    return config
 
 
 def check_weight_files(folder: Path) -> None:
-    """Refuse folders whose weights are only pickles (`.bin`/`.pt`), which could run code on load."""
-    if any(folder.glob("*.safetensors")):
+    """Refuse pickle-only folders (`.bin`/`.pt` could run code on load) and unreadable safetensors files."""
+    weights = sorted(folder.glob("*.safetensors"))
+    if weights:
+        for path in weights:
+            check_safetensors(path)
         return
     pickles = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt"))
     if pickles:
@@ -68,6 +103,19 @@ def check_weight_files(folder: Path) -> None:
             "(transformers' `save_pretrained(safe_serialization=True)`) before loading"
         )
     raise CheckpointError(f"{folder} has no *.safetensors weight files")
+
+
+def check_safetensors(path: Path) -> None:
+    """Open the file's header (no tensor is read), so a truncated or corrupt file is named."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({error}); it is truncated or corrupt: download it again"
+        ) from error
 
 
 def check_remote_code(folder: Path, config: dict[str, Any], trust_remote_code: bool) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
 from tl_video.frontend.base import VideoFrontEnd
-from tl_video.loading.checkpoint import CheckpointError
+from tl_video.loading.checkpoint import CheckpointError, error_summary
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,17 +41,42 @@ class FamilyAdapter:
         return [f"{arch}{needs}" for arch in self.architectures]
 
     def load_hf_model(self, folder: Path, dtype: torch.dtype) -> nn.Module:
-        """Load the HF reference model; missing or unexpected weights are an error, not a warning."""
-        model, info = self.hf_class().from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, output_loading_info=True
-        )
+        """Load the HF reference model; missing, unused or wrong-shaped weights are an error, not a log line.
+
+        Unused tensors are refused too (no opt-out): transformers already drops the keys an
+        architecture declares ignorable, so any tensor left over means the checkpoint is not the
+        architecture its config.json claims, and its numbers would be silently wrong.
+        """
+        try:
+            model, info = self.hf_class().from_pretrained(
+                folder, dtype=dtype, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True
+            )
+        except (ValueError, TypeError, KeyError, OSError, StrictDataclassError) as error:
+            raise CheckpointError(
+                f"{folder}: transformers could not build {self.architectures[0]} from it "
+                f"({error_summary(error)}); check config.json and the weight files"
+            ) from error
         missing = sorted(info.get("missing_keys", []))
         if missing:
             raise CheckpointError(
                 f"{folder} is missing {len(missing)} weights, e.g. {missing[:5]}; the checkpoint is "
                 "incomplete (an interrupted download or a wrong folder?)"
             )
-        mismatched = info.get("mismatched_keys", [])
+        mismatched = sorted(info.get("mismatched_keys", []))
         if mismatched:
-            raise CheckpointError(f"{folder} has weights of the wrong shape: {list(mismatched)[:5]}")
+            shown = "; ".join(f"{key}: {tuple(saved)} in the file, {tuple(wanted)} from config.json" for key, saved, wanted in mismatched[:4])
+            vocab = any("embed_tokens" in key or "lm_head" in key for key, *_ in mismatched)
+            hint = (" (the vocabulary size differs from config.json's vocab_size: a resized tokenizer?)" if vocab else "")
+            raise CheckpointError(
+                f"{folder} has {len(mismatched)} weights of the wrong shape{hint}: {shown}; the weights and "
+                "config.json belong to different models"
+            )
+        unexpected = sorted(info.get("unexpected_keys", []))
+        if unexpected:
+            raise CheckpointError(
+                f"{folder} holds {len(unexpected)} tensors that {self.architectures[0]} does not use, e.g. "
+                f"{unexpected[:5]}; the checkpoint is not the architecture its config.json names (remove them "
+                "or use the matching config)"
+            )
         return model.eval()
+

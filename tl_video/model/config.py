@@ -13,6 +13,24 @@ import torch
 from transformer_lens.config import TransformerLensConfig
 
 AttentionImplementation = Literal["auto", "eager", "sdpa"]
+DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
+    "float16": torch.float16, "half": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "double": torch.float64,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A floating torch dtype from a dtype or its name ("bfloat16", "torch.float16", "bf16", ...)."""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.lower().removeprefix("torch.")]
+    raise ValueError(
+        f"dtype={dtype!r} is not a floating-point dtype; use one of torch.float32, torch.bfloat16, "
+        f"torch.float16, torch.float64 or their names ({', '.join(sorted(DTYPES))})"
+    )
 
 
 @dataclass
@@ -61,8 +79,7 @@ class VideoTransformerConfig(TransformerLensConfig):
             raise ValueError(
                 f"attn_implementation={self.attn_implementation!r}; expected 'auto', 'eager' or 'sdpa'"
             )
-        if isinstance(self.dtype, str):
-            self.dtype = getattr(torch, self.dtype.removeprefix("torch."))
+        self.dtype = resolve_dtype(self.dtype)
         if self.mrope_section is not None:
             self.mrope_section = tuple(self.mrope_section)
 

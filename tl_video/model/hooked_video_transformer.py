@@ -8,6 +8,7 @@ plain integer token tensor and TransformerLens's `ActivationCache`, `patching` a
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,10 +116,18 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         stop = self._check_layer("stop_at_layer", stop_at_layer, self.cfg.n_layers)
         if start_at_layer is None:
             tokens = self._check_tokens(input)
+            if attention_mask is None and (past_kv_cache is None or past_kv_cache.length == 0):
+                self._refuse_unmasked_left_padding(tokens)
             residual = self.embed_tokens(tokens)
         else:
-            residual = input
+            residual = self._check_residual(input, start)
+            tokens = None if tokens is None else self._check_tokens(tokens, "tokens")
+            if tokens is not None and tokens.shape != residual.shape[:2]:
+                raise ValueError(
+                    f"tokens= {tuple(tokens.shape)} must match the residual's [batch, pos] {tuple(residual.shape[:2])}"
+                )
         batch, length = residual.shape[:2]
+        attention_mask = self._check_attention_mask(attention_mask, batch, length)
         past_length = 0 if past_kv_cache is None else past_kv_cache.length
         key_padding = self._key_padding(attention_mask, past_kv_cache, batch, length, residual.device)
         if position_ids is None:
@@ -180,7 +189,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         is_video = self.video_bank.is_video(tokens)
         if not bool(is_video.any()):
             return {}
-        rows = deepstack[tokens[is_video] - self.cfg.d_vocab].to(self.cfg.dtype)  # [n_video_total, levels, d]
+        rows = deepstack[self.video_bank.rows(tokens[is_video]).to(deepstack.device)].to(self.cfg.dtype)  # [n_video_total, levels, d]
         rows = rows.view(tokens.shape[0], -1, levels, rows.shape[-1])
         return {level: (is_video, rows[:, :, level]) for level in range(levels)}
 
@@ -323,34 +332,92 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         if value is None:
             return default
         n = self.cfg.n_layers
-        if not isinstance(value, int) or not -n <= value <= n:
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise TypeError(f"{name}={value!r} must be an int layer index in 0..{n} (not {type(value).__name__})")
+        value = int(value)
+        if not -n <= value <= n:
             raise ValueError(f"{name}={value!r} is out of range for a model with {n} layers (use 0..{n})")
         return value % n if value < 0 else value
 
-    def _check_tokens(self, tokens: Any) -> Int[torch.Tensor, "batch pos"]:
+    def _check_tokens(self, tokens: Any, name: str = "input") -> Int[torch.Tensor, "batch pos"]:
+        """Integer ids [batch, pos] (or [pos]) on the model's device; video ids must be in this bank."""
         if isinstance(tokens, str):
             raise TypeError(
                 "forward takes token ids, not text; use model.prepare(video=..., prompt=...).tokens "
                 "or model.to_tokens(text)"
             )
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point:
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
             raise TypeError(
-                "forward expects integer token ids [batch, pos] (or a residual with start_at_layer=), "
-                f"got {type(tokens).__name__} {getattr(tokens, 'dtype', '')}"
+                f"{name} must be integer token ids [batch, pos] (torch.long; or a float residual with "
+                f"start_at_layer=), got {type(tokens).__name__} {getattr(tokens, 'dtype', '')}".rstrip()
+                + ("; wrap it with torch.as_tensor(..., dtype=torch.long)" if not isinstance(tokens, torch.Tensor) else "")
+            )
+        if tokens.dtype in (torch.bool, torch.uint8):
+            what = "a boolean mask" if tokens.dtype == torch.bool else "uint8 (pixels or a mask?)"
+            raise TypeError(
+                f"{name} has dtype {tokens.dtype}, which looks like {what}, not token ids; torch would index "
+                "with it as a mask. Pass ids as torch.long (tokens.long() if they really are ids)"
             )
         if tokens.ndim == 1:
             tokens = tokens[None]
         if tokens.ndim != 2:
-            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
-        if tokens.numel() and int(tokens.min()) < 0:
-            raise ValueError(f"token ids must be >= 0, got {int(tokens.min())}")
-        limit = self.cfg.d_vocab + len(self.video_bank)
-        if tokens.numel() and int(tokens.max()) >= limit:
+            raise ValueError(f"{name} must be token ids [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.numel() == 0:
             raise ValueError(
-                f"token id {int(tokens.max())} is out of range: text ids are [0, {self.cfg.d_vocab}) and "
-                f"registered video ids [{self.cfg.d_vocab}, {limit}); prepare inputs with this model's `prepare`"
+                f"{name} is an empty token tensor (shape {tuple(tokens.shape)}); pass at least one token per row"
             )
+        tokens = tokens.long()
+        if int(tokens.min()) < 0:
+            raise ValueError(f"token ids must be >= 0, got {int(tokens.min())} in {name}")
+        self.video_bank.check(tokens)
         return tokens.to(self.W_E.device)
+
+    def _check_residual(self, residual: Any, start: int) -> Float[torch.Tensor, "batch pos d_model"]:
+        """The residual stream entering layer `start`: a float [batch, pos, d_model], cast to the model."""
+        d_model = self.cfg.d_model
+        if not isinstance(residual, torch.Tensor) or not residual.dtype.is_floating_point:
+            raise TypeError(
+                f"with start_at_layer={start} the input is the residual stream entering that layer, a float "
+                f"[batch, pos, d_model={d_model}] tensor, got {type(residual).__name__} {getattr(residual, 'dtype', '')} "
+                "(token ids go in without start_at_layer; pass them as tokens= for positions)"
+            )
+        if residual.ndim != 3 or residual.shape[-1] != d_model or 0 in residual.shape:
+            raise ValueError(
+                f"with start_at_layer={start} the input must be a residual [batch, pos, d_model={d_model}], "
+                f"got shape {tuple(residual.shape)}"
+            )
+        return residual.to(self.W_E.device, self.cfg.dtype)
+
+    def _check_attention_mask(self, attention_mask: Any, batch: int, length: int) -> torch.Tensor | None:
+        if attention_mask is None:
+            return None
+        mask = torch.as_tensor(attention_mask)
+        if mask.shape != (batch, length) and not (mask.ndim == 1 and batch == 1 and mask.shape[0] == length):
+            raise ValueError(
+                f"attention_mask has shape {tuple(mask.shape)}; it must be [batch, pos] = {(batch, length)} "
+                "like the new tokens (1 = real token, 0 = padding)"
+            )
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
+        return mask.reshape(batch, length).long()
+
+    def _refuse_unmasked_left_padding(self, tokens: Int[torch.Tensor, "batch pos"]) -> None:
+        """A row starting with the pad token is left padding; without a mask it would be attended to.
+
+        Inferring the mask from pad ids is not done: a pad id can also be a real token (e.g. EOS),
+        so the caller states the padding. A pad id equal to BOS cannot be told apart and is not checked.
+        """
+        tokenizer = self.tokenizer
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None or pad == getattr(tokenizer, "bos_token_id", None):
+            return
+        padded = torch.nonzero(tokens[:, 0] == pad).flatten().tolist()
+        if padded:
+            raise ValueError(
+                f"row(s) {padded[:8]} of the tokens start with the pad token {pad} (left padding) but no "
+                "attention_mask was given, so the padding would be attended to; pass "
+                "attention_mask=(tokens != model.tokenizer.pad_token_id).long() (1 = real token)"
+            )
 
     @staticmethod
     def _key_padding(

@@ -49,7 +49,8 @@ def mrope_position_ids(
     first_positions = _first_positions(start, batch)
     is_video = ids >= cfg.d_vocab
     offsets = video_bank.extras.get(MROPE_OFFSETS)
-    if bool(is_video.any()) and (offsets is None or int(ids[is_video].max()) - cfg.d_vocab >= offsets.shape[0]):
+    video_bank.check(ids)  # stale or foreign video ids raise here, naming the cause
+    if bool(is_video.any()) and offsets is None:
         raise ValueError(
             "this model uses M-RoPE but some of its video tokens carry no (t, h, w) offsets; register videos "
             f"through `model.prepare`, or with extras[{MROPE_OFFSETS!r}] (see tl_video.model.mrope_positions)"
@@ -62,7 +63,7 @@ def mrope_position_ids(
             continue
         if start is not None:
             bank.check_continuation(row_ids[0])
-        positions[:, row, valid[row]] = _row_positions(row_ids, cfg.d_vocab, bank, first_positions[row])
+        positions[:, row, valid[row]] = _row_positions(row_ids, bank, first_positions[row])
     return positions.to(tokens.device)
 
 
@@ -71,6 +72,7 @@ class _BankView:
 
     def __init__(self, video_bank: VideoBank, offsets: torch.Tensor | None):
         self.d_vocab = video_bank.d_vocab
+        self.rows = video_bank.rows
         self.offsets = None if offsets is None else offsets.detach().cpu().long()
         self.video_index = video_bank.video_index.detach().cpu()
         self.first_ids = {video.first_id for video in video_bank.videos}
@@ -96,11 +98,11 @@ def _first_positions(start: torch.Tensor | int | None, batch: int) -> list[int]:
     return start.tolist()
 
 
-def _row_positions(ids: Int[torch.Tensor, "n"], d_vocab: int, bank: _BankView, next_position: int) -> Int[torch.Tensor, "3 n"]:
+def _row_positions(ids: Int[torch.Tensor, "n"], bank: _BankView, next_position: int) -> Int[torch.Tensor, "3 n"]:
     """Positions of one unpadded row, block by block (text runs and video blocks)."""
     n = ids.shape[0]
-    is_video = ids >= d_vocab
-    bank_rows = (ids - d_vocab).clamp(min=0)
+    is_video = ids >= bank.d_vocab
+    bank_rows = torch.zeros_like(ids).masked_scatter(is_video, bank.rows(ids[is_video]))
     video = torch.where(is_video, bank.video_index[bank_rows] if is_video.any() else bank_rows, -1)
     continues = torch.zeros(n, dtype=torch.bool)  # token i belongs to the block of token i - 1
     both_text = ~is_video[1:] & ~is_video[:-1]

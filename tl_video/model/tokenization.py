@@ -44,26 +44,41 @@ class TokenizationMixin:
         tokenizer = self._require_tokenizer()
         if isinstance(tokens, str):
             tokens = self.to_tokens(tokens)
-        tokens = torch.as_tensor(tokens)
+        tokens = self._as_ids(tokens)
         if tokens.ndim == 2:
             if tokens.shape[0] != 1:
                 return [self.to_str_tokens(row) for row in tokens]
             tokens = tokens[0]
-        grid = self.video_bank.grid.cpu()
-        d_vocab = self.cfg.d_vocab
+        is_video = self.video_bank.is_video(tokens)
+        grid = self.video_bank.grid.cpu()[self.video_bank.rows(tokens[is_video]).cpu()].tolist()
+        video_cells = iter(grid)
         out = []
-        for token in tokens.tolist():
-            if token >= d_vocab:
-                frame, row, col = grid[token - d_vocab].tolist()
+        for token, video in zip(tokens.tolist(), is_video.tolist()):
+            if video:
+                frame, row, col = next(video_cells)
                 out.append(f"<video f{frame} r{row} c{col}>")
             else:
                 out.append(tokenizer.decode([token]))
         return out
 
+    def _as_ids(self, tokens: Any) -> Int[torch.Tensor, "..."]:
+        """Token ids as a CPU long tensor [pos] or [batch, pos]; video ids must be in this model's bank."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.dtype.is_floating_point or tokens.dtype in (torch.bool, torch.uint8) or tokens.ndim > 2:
+            raise TypeError(
+                f"expected integer token ids [pos] or [batch, pos], got a {tokens.dtype} tensor of shape "
+                f"{tuple(tokens.shape)}; pass ids as torch.long"
+            )
+        tokens = tokens.detach().cpu().long()
+        if tokens.numel() and int(tokens.min()) < 0:
+            raise ValueError(f"token ids must be >= 0, got {int(tokens.min())}")
+        self.video_bank.check(tokens)
+        return tokens
+
     def to_string(self, tokens: Any) -> str | list[str]:
         """Decode tokens; each run of video tokens reads `<video x N>`."""
         tokenizer = self._require_tokenizer()
-        tokens = torch.as_tensor(tokens)
+        tokens = self._as_ids(tokens)
         if tokens.ndim == 2:
             return [self.to_string(row) for row in tokens]
         pieces: list[str] = []

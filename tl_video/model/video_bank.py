@@ -2,19 +2,64 @@
 
 Token tensors stay plain integer tensors (TransformerLens's `patching` only passes
 `corrupted_tokens`), yet clean and corrupted runs can carry different videos: each registered
-video gets a contiguous block of ids at or above `d_vocab`, and the embedding step looks those
-ids up here instead of in `W_E`. The bank also remembers every video token's (frame, row, col),
-from which M-RoPE positions and the token layout are derived.
+video gets a contiguous block of ids, and the embedding step looks those ids up here instead of
+in `W_E`. The bank also remembers every video token's (frame, row, col), from which M-RoPE
+positions and the token layout are derived.
+
+How video ids are handed out (so that a token tensor never silently reads the wrong video):
+
+- Every id comes from one counter per Python process that only grows, so an id is never handed
+  out twice: not after `clear()`, and not by two models (two banks) in the same process.
+- The counter starts at a random multiple of 2**32 (between 2**32 and 2**52), so video ids are far
+  above any vocabulary (a video id is never read as a text id by a model with a larger vocabulary),
+  stay below 2**53 (exact as float64 and in JSON), and token tensors saved by another process fall
+  outside this process's ids except with probability about 2**-20 per process.
+- Each bank knows its *live* id ranges (registered, not freed) and its *freed* ones. An id in a
+  freed range is reported as stale ("freed by video_bank.clear()"); any other unknown id as coming
+  from another model's bank. Both are errors: nothing is ever looked up by id arithmetic alone.
+- A `copy.deepcopy` of a model shares the ids of the videos it already held (same embeddings, so
+  same meaning); videos registered afterwards get fresh ids in each copy, unknown to the other.
+
+Text ids are not checked against the tokenizer they came from; that cannot be detected.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import random
+import threading
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import nn
+
+_ID_BLOCK = 2**32  # ids one process may hand out; the process's first id is a random multiple of it
+_NAMESPACES = 2**20  # random first ids: 2**32 * [1, 2**20], so every id stays below 2**53
+
+
+class _IdCounter:
+    """The process-wide source of video ids: starts at a random 2**32-multiple, only grows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.first = _ID_BLOCK * random.SystemRandom().randint(1, _NAMESPACES - 1)
+        self._next = self.first
+
+    def take(self, n: int) -> int:
+        with self._lock:
+            first, self._next = self._next, self._next + n
+        if self._next - self.first > _ID_BLOCK:
+            raise RuntimeError(f"this process registered more than {_ID_BLOCK} video tokens; start a new process")
+        return first
+
+
+_IDS = _IdCounter()
+
+
+class VideoIdError(ValueError):
+    """A token tensor holds a video id this model's bank does not hold (freed, or another model's)."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +77,16 @@ class BankedVideo:
 
 
 class VideoBank(nn.Module):
-    """Stores projected video tokens [n_banked, d_model] (+ optional per-token extras) as buffers."""
+    """Stores projected video tokens [n_banked, d_model] (+ optional per-token extras) as buffers.
+
+    Row i of `embeddings`, `grid`, `video_index` and the extras belongs to the i-th live video
+    token in registration order; `rows(ids)` maps ids to rows and refuses ids it does not hold.
+    """
 
     def __init__(self, d_vocab: int, d_model: int, dtype: torch.dtype):
         super().__init__()
+        if d_vocab >= _ID_BLOCK:
+            raise ValueError(f"d_vocab={d_vocab} must be below {_ID_BLOCK}, where video ids start")
         self.d_vocab = d_vocab
         self.register_buffer("embeddings", torch.zeros(0, d_model, dtype=dtype), persistent=False)
         self.register_buffer("grid", torch.zeros(0, 3, dtype=torch.long), persistent=False)
@@ -43,6 +94,7 @@ class VideoBank(nn.Module):
         self._extra_names: list[str] = []  # per-token extras (e.g. deepstack features), kept as buffers
         self.videos: list[BankedVideo] = []
         self._by_key: dict[str, BankedVideo] = {}
+        self._freed: list[tuple[int, int]] = []  # [first, end) id ranges freed by clear(), ascending
 
     @property
     def extras(self) -> dict[str, torch.Tensor]:
@@ -59,7 +111,7 @@ class VideoBank(nn.Module):
         content_key: str | None = None,
         extras: dict[str, torch.Tensor] | None = None,
     ) -> BankedVideo:
-        """Add one video's projected tokens; the same content key returns the earlier entry."""
+        """Add one video's projected tokens under fresh ids; the same content key returns the earlier entry."""
         if content_key is not None and content_key in self._by_key:
             return self._by_key[content_key]
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embeddings.shape[1]:
@@ -68,22 +120,29 @@ class VideoBank(nn.Module):
             )
         if grid.shape != (embeddings.shape[0], 3):
             raise ValueError(f"grid must be [n_tokens={embeddings.shape[0]}, 3], got {tuple(grid.shape)}")
+        n_tokens = embeddings.shape[0]
+        for name, value in (extras or {}).items():
+            if value.shape[0] != n_tokens:
+                raise ValueError(f"extra {name!r} has {value.shape[0]} rows for {n_tokens} video tokens")
+        lacking = [name for name in self._extra_names if name not in (extras or {})]
+        if lacking:
+            raise ValueError(
+                f"the videos in this bank carry extras {lacking} that this video lacks; pass extras={{...}} "
+                "with them (or clear() the bank first)"
+            )
+        first_id = _IDS.take(n_tokens)
         entry = BankedVideo(
-            first_id=self.d_vocab + len(self),
-            n_tokens=embeddings.shape[0],
-            grid=grid.detach().cpu().long(),
-            content_key=content_key or f"video-{len(self.videos)}",
+            first_id=first_id, n_tokens=n_tokens, grid=grid.detach().cpu().long(),
+            content_key=content_key or f"video-{first_id}",
         )
         device = self.embeddings.device
         self.embeddings = torch.cat([self.embeddings, embeddings.detach().to(device, self.embeddings.dtype)])
         self.grid = torch.cat([self.grid, grid.to(device).long()])
         self.video_index = torch.cat(
-            [self.video_index, torch.full((entry.n_tokens,), len(self.videos), device=device)]
+            [self.video_index, torch.full((n_tokens,), len(self.videos), device=device)]
         )
         for name, value in (extras or {}).items():
-            if value.shape[0] != entry.n_tokens:
-                raise ValueError(f"extra {name!r} has {value.shape[0]} rows for {entry.n_tokens} video tokens")
-            previous = self.extras.get(name, value.new_zeros((len(self) - entry.n_tokens, *value.shape[1:])))
+            previous = self.extras.get(name, value.new_zeros((len(self) - n_tokens, *value.shape[1:])))
             if name not in self._extra_names:
                 self._extra_names.append(name)
             self.register_buffer(f"extra_{name}", torch.cat([previous.to(device), value.detach().to(device)]), persistent=False)
@@ -92,7 +151,9 @@ class VideoBank(nn.Module):
         return entry
 
     def clear(self) -> None:
-        """Forget every video (token tensors prepared before become invalid)."""
+        """Forget every video; token tensors prepared before then raise a `VideoIdError` when used."""
+        for video in self.videos:
+            self._mark_freed(video.first_id, video.first_id + video.n_tokens)
         self.embeddings = self.embeddings[:0]
         self.grid = self.grid[:0]
         self.video_index = self.video_index[:0]
@@ -103,18 +164,62 @@ class VideoBank(nn.Module):
         self._by_key.clear()
 
     def is_video(self, tokens: Int[torch.Tensor, "..."]) -> torch.Tensor:
+        """Which ids are video ids (at or above `d_vocab`), whether or not this bank holds them."""
         return tokens >= self.d_vocab
 
+    def rows(self, ids: Int[torch.Tensor, "n"]) -> Int[torch.Tensor, "n"]:
+        """The bank row of each video id; an id this bank does not hold raises a `VideoIdError`."""
+        ids = ids.long()
+        if ids.numel() == 0:
+            return torch.zeros(0, dtype=torch.long, device=ids.device)
+        if not self.videos:
+            self._raise_unknown(ids)
+        starts = torch.tensor([video.first_id for video in self.videos], device=ids.device)
+        sizes = torch.tensor([video.n_tokens for video in self.videos], device=ids.device)
+        which = (torch.searchsorted(starts, ids, right=True) - 1).clamp(min=0)  # the video starting at or below
+        within = ids - starts[which]
+        if not bool(((within >= 0) & (within < sizes[which])).all()):
+            self._raise_unknown(ids[(within < 0) | (within >= sizes[which])])
+        return (torch.cumsum(sizes, 0) - sizes)[which] + within
+
+    def check(self, tokens: Int[torch.Tensor, "..."]) -> None:
+        """Raise a `VideoIdError` unless every video id in `tokens` is held by this bank."""
+        self.rows(tokens[self.is_video(tokens)])
+
     def lookup(self, tokens: Int[torch.Tensor, "n"]) -> Float[torch.Tensor, "n d_model"]:
-        """Embeddings of banked ids; unknown ids raise, naming the valid range."""
-        rows = tokens - self.d_vocab
-        if rows.numel() and (int(rows.max()) >= len(self) or int(rows.min()) < 0):
-            raise ValueError(
-                f"token id {int(tokens.max())} is neither in the vocabulary [0, {self.d_vocab}) nor a "
-                f"registered video token [{self.d_vocab}, {self.d_vocab + len(self)}); prepare the input "
-                "with this model's `prepare` (the video bank was cleared or belongs to another model)"
+        """Embeddings of banked ids; ids this bank does not hold raise, saying why."""
+        return self.embeddings[self.rows(tokens).to(self.embeddings.device)]
+
+    def _mark_freed(self, first: int, end: int) -> None:
+        if self._freed and self._freed[-1][1] == first:
+            self._freed[-1] = (self._freed[-1][0], end)
+        else:
+            bisect.insort(self._freed, (first, end))
+
+    def was_freed(self, token_id: int) -> bool:
+        """Whether `token_id` was one of this bank's ids before a `clear()`."""
+        index = bisect.bisect_right(self._freed, (token_id, float("inf"))) - 1
+        return index >= 0 and self._freed[index][0] <= token_id < self._freed[index][1]
+
+    def _raise_unknown(self, unknown: Int[torch.Tensor, "n"]) -> None:
+        token_id = int(unknown[0])
+        others = f" (and {unknown.numel() - 1} more)" if unknown.numel() > 1 else ""
+        if token_id < _ID_BLOCK:
+            raise VideoIdError(
+                f"token id {token_id}{others} is out of range: text ids are [0, {self.d_vocab}) and video ids "
+                "(>= 2**32) come from this model's prepare(...); the tokens are not this model's"
             )
-        return self.embeddings[rows]
+        if self.was_freed(token_id):
+            raise VideoIdError(
+                f"video token id {token_id}{others} was freed by video_bank.clear(); tokens prepared before "
+                "the clear are stale: prepare the input again with model.prepare(...)"
+            )
+        raise VideoIdError(
+            f"video token id {token_id}{others} is not in this model's video bank (which holds "
+            f"{len(self.videos)} video(s)): the tokens were prepared by another model or in another "
+            "process; video ids belong to the model that prepared them, so prepare the input with "
+            "this model's prepare(...)"
+        )
 
 
 def content_key(pixel_values: torch.Tensor, *extra: object) -> str:

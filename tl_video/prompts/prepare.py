@@ -21,12 +21,28 @@ if TYPE_CHECKING:
 DEFAULT_NUM_FRAMES = 8
 
 
+MIN_FRAME_SIDE = 4  # a side of 1 or 3 px is taken for the colour channels by HF image processors
+
+
+def check_num_frames(num_frames: Any) -> int | None:
+    """`num_frames` as an int >= 1, or None (the default); anything else is an error, never 8 frames."""
+    if num_frames is None:
+        return None
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+        raise ValueError(f"num_frames={num_frames!r} must be an int >= 1 (or None for {DEFAULT_NUM_FRAMES})")
+    return int(num_frames)
+
+
 def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
-    """A path or file object is decoded (T frames at segment midpoints); arrays are checked."""
+    """A path or file object is decoded (T frames at segment midpoints); arrays are checked.
+
+    Arrays come back C-contiguous (a reversed view `frames[::-1]` is copied), as uint8 [T, H, W, 3].
+    """
+    num_frames = check_num_frames(num_frames)
     if isinstance(video, (str, Path)) or hasattr(video, "read"):
         from tl_video.video import read_video
 
-        return read_video(video, num_frames=num_frames or DEFAULT_NUM_FRAMES).frames
+        return read_video(video, num_frames=DEFAULT_NUM_FRAMES if num_frames is None else num_frames).frames
     frames = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(
@@ -34,14 +50,21 @@ def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
             "pass a file path to decode a video"
         )
     if frames.dtype != np.uint8:
-        raise ValueError(f"video frames must be uint8 RGB in [0, 255], got dtype {frames.dtype}")
+        raise ValueError(
+            f"video frames must be uint8 RGB in [0, 255], got dtype {frames.dtype}; convert pixel values "
+            "with np.clip(frames, 0, 255).astype(np.uint8)"
+        )
     if frames.shape[0] == 0:
         raise ValueError("the video has no frames")
-    if min(frames.shape[1:3]) < 2:
-        raise ValueError(f"frames of {frames.shape[1]}x{frames.shape[2]} pixels are too small to encode")
+    if min(frames.shape[1:3]) < MIN_FRAME_SIDE:
+        raise ValueError(
+            f"frames of {frames.shape[1]}x{frames.shape[2]} pixels (height x width) are too small to encode: "
+            f"each side needs at least {MIN_FRAME_SIDE} px (image processors read a 1- or 3-px side as colour "
+            "channels); resize the frames first"
+        )
     if num_frames is not None and frames.shape[0] != num_frames:
         raise ValueError(f"expected {num_frames} frames (num_frames=), got {frames.shape[0]}")
-    return frames
+    return np.ascontiguousarray(frames)
 
 
 def prepare_input(
@@ -112,7 +135,7 @@ def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any
         from tl_video.video import read_video
 
         video = read_video(
-            example.video, num_frames=kwargs.pop("num_frames", None) or DEFAULT_NUM_FRAMES,
+            example.video, num_frames=check_num_frames(kwargs.pop("num_frames", None)) or DEFAULT_NUM_FRAMES,
             start=example.start, end=example.end,
         ).frames
     if example.is_multiple_choice:
