@@ -178,3 +178,31 @@ def test_holm_matches_the_step_down_rule():
 def test_bad_options_are_one_clear_line(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FlowOptions(**kwargs)
+
+
+def test_figures_show_means_bands_reference_lines_and_denominators():
+    from tl_video.plots.flow import accuracy_under_knockout, figures, flow_curves, flow_curves_by_task
+    from tl_video.plots.style import FLOW_STYLES
+
+    rng = np.random.default_rng(1)
+    drop = rng.normal(0, 1, (6, 4))
+    drop[:, 1] -= 60
+    result = _synthetic_result({"Video↛Question": drop, "Video↛Last": rng.normal(0, 0.1, (6, 4))})
+    fig = flow_curves(result, "p")
+    means = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in means] == ["Video↛Question", "Video↛Last"] and len(fig.data) == 6
+    assert means[0].line.color == FLOW_STYLES["Video↛Question"][0] and means[1].line.dash == FLOW_STYLES["Video↛Last"][1]
+    assert list(means[0].y) == pytest.approx(list(drop.mean(0)))
+    band_high, band_low = fig.data[0], fig.data[1]
+    assert band_low.fill == "tonexty" and all(h >= m >= l for h, m, l in zip(band_high.y, means[0].y, band_low.y))
+    assert list(means[0].x) == [0, 1, 2, 3] and list(fig.layout.xaxis.ticktext) == ["L1", "L2", "L3", "L4"]
+    assert any(shape.y0 == 0 and shape.y1 == 0 for shape in fig.layout.shapes)
+    assert any("n = 6" in a.text for a in fig.layout.annotations)
+    accuracy = accuracy_under_knockout(result, "p")
+    assert list(accuracy.data[0].y) == [100.0, 0.0, 100.0, 100.0]  # new_correct = change > -50
+    assert any(shape.y0 == 100 for shape in accuracy.layout.shapes)
+    assert any("no knockout: 6 of 6" in a.text for a in accuracy.layout.annotations)
+    assert any("n = 6" in a.text and "per layer" in a.text for a in accuracy.layout.annotations)
+    assert set(figures(result)) == {"flow_p_center", "accuracy_p_center"}  # one task: no small multiples
+    by_task = flow_curves_by_task(result, "p")
+    assert [a.text for a in by_task.layout.annotations][:1] == ["t (n = 6)"]

@@ -387,6 +387,10 @@ class FlowResult:
     def evaluated(self) -> list[dict[str, Any]]:
         return [r for r in self._flow_records() if not r["skipped"]]
 
+    def evaluated_for(self, preset: str, window: str) -> bool:
+        """Whether any configuration of ``preset`` in ``window`` was evaluated (not all skipped)."""
+        return any(r["preset"] == preset and r["window"] == window for r in self.evaluated())
+
     def skipped(self) -> list[dict[str, Any]]:
         """Configurations that blocked nothing in their example, each with its reason."""
         return [r for r in self._flow_records() if r["skipped"]]
