@@ -149,6 +149,7 @@ class AnalysisRun:
     n_resumed: int = 0
     figures: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    command: str = ""  # the command that ran it (a folder may hold analyses of several commands)
 
 
 @dataclass
@@ -168,6 +169,8 @@ class StudyRun:
 
 class StudyFailed(RuntimeError):
     """Some analyses of a study failed; the others' records, figures and the report were written."""
+
+    exit_code = 1  # the command line prints the message as its one error line
 
 
 def run_study(
@@ -201,22 +204,39 @@ def run_study(
     if stray:
         raise ValueError(f"pipeline_options for unknown analysis {stray[0]!r}; analyses: {', '.join(STUDY_ORDER)}")
     formats = _check_formats(formats)
-    pipelines = {name: ANALYSES[name].load() for name in names}
-    prepared = {name: pipelines[name].options(options, extra.get(name)) for name in names}  # validates everything first
+    pipelines, broken = {}, {}
+    for name in names:
+        try:
+            pipelines[name] = ANALYSES[name].load()
+        except ImportError as error:  # one broken pipeline must not stop the others
+            broken[name] = _one_line(error)
+    prepared = {name: pipeline.options(options, extra.get(name)) for name, pipeline in pipelines.items()}  # validate first
     out_dir = Path(out_dir)
+    if not resume:
+        taken = [f"{p.record_name}.jsonl" for p in pipelines.values() if _has_records(out_dir / f"{p.record_name}.jsonl")]
+        if taken:
+            raise FileExistsError(
+                f"{out_dir / taken[0]} already holds results; pass --resume (resume=True) to continue that run, "
+                "or choose another output folder"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = {
-        name: AnalysisRun(name, f"{pipelines[name].record_name}.jsonl", options=prepared[name].to_json()) for name in names
-    }
     info = run_info(model, examples, options, command=command, notes=notes, resume=resume)
+    runs = {
+        name: AnalysisRun(name, f"{pipelines[name].record_name}.jsonl", options=prepared[name].to_json(), command=info["command"])
+        if name in pipelines else AnalysisRun(name, "", status="failed", error=broken[name], command=info["command"])
+        for name in names
+    }
+    for name, error in broken.items():
+        say(f"[study] {name} cannot run: {error}")
+    info["earlier"] = _earlier_analyses(out_dir, names)
     write_run_json(out_dir, info, runs, started)
 
     results: dict[str, Any] = {}
-    for name in names:
+    for name in pipelines:
         pipeline, run = pipelines[name], runs[name]
         begin = time.time()
         try:
-            kwargs = _pipeline_inputs(pipeline, results)
+            kwargs = _pipeline_inputs(pipeline, results, out_dir)
             result = pipeline.run(model, examples, prepared[name], out_dir=out_dir, resume=resume, progress=progress, **kwargs)
         except (KeyboardInterrupt, MemoryError):
             run.status, run.seconds = "interrupted", time.time() - begin
@@ -248,14 +268,20 @@ def run_study(
     return study
 
 
-def _pipeline_inputs(pipeline: Pipeline, results: Mapping[str, Any]) -> dict[str, Any]:
-    """Results of earlier analyses that a pipeline takes (pathways: the flow result, for its ranges)."""
+def _pipeline_inputs(pipeline: Pipeline, results: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Results of earlier analyses that a pipeline takes (pathways: the flow result, for its ranges).
+
+    The flow result of this run, or else one already in ``out_dir`` (`tl-video pathways` after `tl-video flow`).
+    """
     parameters = inspect.signature(pipeline.run).parameters
-    kwargs = {}
-    for name in ("flow", "flow_result"):
-        if name in parameters and "flow" in results:
-            kwargs[name] = results["flow"]
-    return kwargs
+    if "flow_result" not in parameters:
+        return {}
+    if "flow" in results:
+        return {"flow_result": results["flow"]}
+    flow = ANALYSES["flow"].load()
+    if (out_dir / f"{flow.record_name}.jsonl").is_file():
+        return {"flow_result": flow.read(out_dir)}
+    return {}
 
 
 def export_figures(
@@ -339,13 +365,31 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _has_records(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _earlier_analyses(out_dir: Path, names: Sequence[str]) -> dict[str, Any]:
+    """run.json entries of analyses an earlier command wrote into this folder (kept when another analysis runs)."""
+    try:
+        earlier = read_run_info(out_dir).get("analyses", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {
+        name: entry for name, entry in earlier.items()
+        if name not in names and name in ANALYSES and entry.get("record_file") and _has_records(out_dir / entry["record_file"])
+    }
+
+
 def write_run_json(out_dir: Path, info: Mapping[str, Any], runs: Mapping[str, AnalysisRun], started: float, *, finished: bool = False) -> None:
     """(Re)write run.json: the run's description, and per analysis its status, timings and files."""
-    data = dict(info) | {
+    current = {name: dataclasses.asdict(run) | {"seconds": round(run.seconds, 2), "figure_seconds": round(run.figure_seconds, 2)}
+               for name, run in runs.items()}
+    every = dict(info.get("earlier", {})) | current
+    data = {key: value for key, value in info.items() if key != "earlier"} | {
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds") if finished else None,
         "seconds": round(time.time() - started, 2),
-        "analyses": {name: dataclasses.asdict(run) | {"seconds": round(run.seconds, 2), "figure_seconds": round(run.figure_seconds, 2)}
-                     for name, run in runs.items()},
+        "analyses": {name: every[name] for name in STUDY_ORDER if name in every},
     }
     tmp = out_dir / f"{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -67,7 +67,7 @@ def figure(fig: Any, div_id: str, caption: str | None = None) -> str:
 
     body = pio.to_html(
         fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-        config={"displaylogo": False, "responsive": False, "toImageButtonOptions": {"format": "png", "scale": 2}},
+        config={"displayModeBar": False, "responsive": False},  # no toolbar over the plots; files are in figures/
     )
     caption_html = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
     return f"<figure>{body}{caption_html}</figure>"
