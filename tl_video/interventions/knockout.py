@@ -43,16 +43,14 @@ from jaxtyping import Bool, Int
 from tl_video.interventions.windows import checked_layers, integer, layer_numbers
 from tl_video.model.generation import generation_prompt_length
 from tl_video.model.masks import block_edges
-from tl_video.prompts.layout import TokenLayout
+from tl_video.prompts.layout import TokenLayout, check_selector
 
 HookPair = tuple[str, Callable[..., torch.Tensor]]
 Flow = tuple[str, str]  # (source = keys, target = queries)
 
 
 def _selector(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a non-empty selector string such as 'video' or 'frame[0:2]', got {value!r}")
-    return value
+    return check_selector(value, what)  # SelectorError, the one type every selector check raises
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,14 +2,29 @@
 
 Spans are half-open [start, end). Video tokens are flattened (frame, row, col) in the order the
 front end emits them; for tubelet models one "frame" index is one tubelet (2 frames), as
-`frame_unit` says. Selectors are the only way the rest of the library names positions:
-`video`, `frame[2]`, `frame[2:4]`, `text`, `last`, `all`, `question`, `question_without_options`,
-`option[B]`, `true_option`, `false_options`, `answer_prompt`, `system`, or any other segment name.
-Template text between segments (role tags, separators) belongs to no group (METHODS.md).
+`frame_unit` says. Template text between segments (role tags, separators) belongs to no group
+(docs/methods.md).
+
+Selectors are the only way the rest of the library names positions, and this module is the one
+place they are resolved (`TokenLayout.positions`). A selector names a set of positions:
+
+    atom     := all | last | video | text | question | question_without_options | option[B]
+              | true_option | false_options | answer_prompt | system | <any other segment name>
+              | frame[i] | frame[a:b]            (video tokens of frame i / frames a..b-1)
+              | pos[i, j, ...] | pos[a:b]        (explicit sequence positions; negative counts from the end)
+    unary    := atom | ( expr ) | ~unary | not unary          (complement within the input)
+    inter    := unary { & unary }                             (intersection)
+    expr     := inter { | inter  or  + inter  or  - inter }   (union, union, difference; left to right)
+
+e.g. `video | question`, `all - video`, `~(video + last)`, `not text`, `frame[0:4] - pos[-3:]`.
+Every result is sorted and without repeats. A selector that is not a string, names nothing, or
+selects a frame or position outside the input raises `SelectorError`, whatever function it was
+given to (knockout, patching, attention maps, `positions`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -33,7 +48,31 @@ class Span:
         return torch.arange(self.start, self.end)
 
 
-_FRAME_SELECTOR = re.compile(r"^frame\[(?P<start>-?\d*)(?P<colon>:?)(?P<stop>-?\d*)\]$")
+class SelectorError(KeyError, IndexError, ValueError):
+    """A selector that is not a string, names nothing in this input, or is out of range.
+
+    Subclasses KeyError, IndexError and ValueError so that any of them catches it; every
+    function that takes selectors raises this one type (it is raised only in this module).
+    """
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+def check_selector(value: object, what: str = "selector") -> str:
+    """`value` if it is a non-empty string (resolving it needs a layout); else SelectorError naming `what`."""
+    if not isinstance(value, str) or not value.strip():
+        raise SelectorError(f"{what} must be a non-empty selector string such as 'video' or 'frame[0:2]', got {value!r}")
+    return value
+
+
+_ATOM = r"[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?"
+_TOKEN = re.compile(rf"\s*(?:(?P<op>[|+\-&~()])|(?P<word>{_ATOM}))")
+_INDEXED = re.compile(r"^(?P<name>frame|pos)\[(?P<inside>[^\]]*)\]$")
+_SLICE = re.compile(r"^\s*(?P<start>-?\d*)\s*:\s*(?P<stop>-?\d*)\s*$")
+_INDEX_LIST = re.compile(r"^\s*-?\d+\s*(?:,\s*-?\d+\s*)*,?\s*$")
+_BUILTINS = ("all", "last", "video", "text", "frame[i]", "frame[a:b]", "pos[i,j,...]", "pos[a:b]")
+_OPERATORS = "combine with | or + (union), - (difference), & (intersection), ~ or not (complement), ( )"
 
 
 @dataclass(frozen=True)
@@ -55,54 +94,105 @@ class TokenLayout:
     def frame_positions(self, frame: int) -> Int[torch.Tensor, "n"]:
         return torch.tensor([p for p, (f, _, _) in zip(self.video_positions, self.video_grid) if f == frame], dtype=torch.long)
 
-    def positions(self, selector: str) -> Int[torch.Tensor, "n"]:
-        """Sequence indices named by a selector (the one place selectors are resolved)."""
-        selector = selector.strip()
-        if selector == "all":
-            return torch.arange(self.n_tokens)
-        if selector == "last":
-            return torch.tensor([self.n_tokens - 1])
-        if selector == "video":
-            return torch.tensor(self.video_positions, dtype=torch.long)
-        if selector == "text":
-            is_video = torch.zeros(self.n_tokens, dtype=torch.bool)
-            is_video[list(self.video_positions)] = True
-            return torch.nonzero(~is_video).flatten()
-        match = _FRAME_SELECTOR.match(selector)
-        if match:
-            return self._frames(match)
-        if selector in ("true_option", "false_options"):
-            return self._options(true=selector == "true_option")
-        if selector in self.segments:
-            return self.segments[selector].positions()
-        valid = ["all", "last", "video", "text", "frame[i]", "frame[a:b]", *self.segments]
-        if self.option_letters:
-            valid += ["true_option", "false_options"]
-        raise KeyError(f"unknown selector {selector!r}; valid: {', '.join(valid)}")
+    def positions(self, selector: str, role: str | None = None) -> Int[torch.Tensor, "n"]:
+        """Sorted sequence indices named by a selector (grammar in the module docstring).
 
-    def _frames(self, match: re.Match) -> Int[torch.Tensor, "n"]:
+        `role` (e.g. "knockout group") prefixes error messages so they say where the selector came from.
+        """
+        where = f"{role} {selector!r}: " if role else ""
+        if not isinstance(selector, str):
+            raise SelectorError(
+                f"{role + ': ' if role else ''}a selector must be a string such as 'video' or 'frame[2]', "
+                f"got {type(selector).__name__} {selector!r}"
+            )
+        try:
+            selected = self._select(selector)
+        except SelectorError as error:
+            raise SelectorError(where + str(error)) from None
+        return torch.tensor(sorted(selected), dtype=torch.long)
+
+    def valid_selectors(self) -> list[str]:
+        """Every atom this input accepts, each named once."""
+        names = [*_BUILTINS, *(name for name in self.segments if not name.startswith("option["))]
+        names += [f"option[{letter}]" for letter in self.option_letters]
+        if self.option_letters and self.true_option is not None:
+            names += ["true_option", "false_options"]
+        return list(dict.fromkeys(names))
+
+    def _select(self, selector: str) -> set[int]:
+        text = selector.strip()
+        if not text:
+            raise SelectorError(f"empty selector; valid: {', '.join(self.valid_selectors())}")
+        if text in self.segments or text in ("all", "last", "video", "text", "true_option", "false_options"):
+            return self._atom(text)
+        return _Parser(text, self).parse()
+
+    def _atom(self, name: str) -> set[int]:
+        if name == "all":
+            return set(range(self.n_tokens))
+        if name == "last":
+            return {self.n_tokens - 1}
+        if name == "video":
+            return set(self.video_positions)
+        if name == "text":
+            return set(range(self.n_tokens)) - set(self.video_positions)
+        if name in ("true_option", "false_options"):
+            return self._options(true=name == "true_option")
+        if name in self.segments:
+            return set(self.segments[name].positions().tolist())
+        indexed = _INDEXED.match(name)
+        if indexed:
+            return self._frames(indexed["inside"]) if indexed["name"] == "frame" else self._pos(indexed["inside"])
+        close = difflib.get_close_matches(name, self.valid_selectors(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        extra = ""
+        if name in ("question", "question_without_options") and not self.option_letters:
+            extra = " (a prompt written with the video placeholder has no question segment; pass a PromptText with spans)"
+        raise SelectorError(
+            f"unknown selector {name!r}{hint}{extra}; valid: {', '.join(self.valid_selectors())}; {_OPERATORS}"
+        )
+
+    def _frames(self, inside: str) -> set[int]:
         n = self.n_frames
-        start = int(match["start"]) if match["start"] else 0
-        if not match["colon"]:
-            if not -n <= start < n:
-                raise IndexError(f"frame[{start}] is out of range: this input has {n} {self.frame_unit}s")
-            frames = [start % n]
-        else:
-            stop = int(match["stop"]) if match["stop"] else n
+        unit = self.frame_unit
+        if _SLICE.match(inside):
+            match = _SLICE.match(inside)
+            start, stop = (int(match["start"]) if match["start"] else None), (int(match["stop"]) if match["stop"] else None)
             frames = list(range(n))[start:stop]
             if not frames:
-                raise IndexError(f"frame[{match['start']}:{match['stop']}] selects no frame of {n}")
-        return torch.cat([self.frame_positions(frame) for frame in frames])
+                raise SelectorError(f"frame[{inside}] selects no {unit} of the {n} {unit}s of this input")
+        elif re.fullmatch(r"\s*-?\d+\s*", inside):
+            index = int(inside)
+            if not -n <= index < n:
+                raise SelectorError(f"frame[{index}] is out of range: this input has {n} {unit}s")
+            frames = [index % n]
+        else:
+            raise SelectorError(f"frame[{inside}]: write frame[i] or frame[a:b] with integers")
+        return {p for p, (f, _, _) in zip(self.video_positions, self.video_grid) if f in set(frames)}
 
-    def _options(self, true: bool) -> Int[torch.Tensor, "n"]:
+    def _pos(self, inside: str) -> set[int]:
+        n = self.n_tokens
+        match = _SLICE.match(inside)
+        if match:
+            start, stop = (int(match["start"]) if match["start"] else None), (int(match["stop"]) if match["stop"] else None)
+            return set(range(n)[start:stop])
+        if not _INDEX_LIST.match(inside):
+            raise SelectorError(f"pos[{inside}]: write pos[i, j, ...] or pos[a:b] with integers")
+        indices = [int(part) for part in inside.split(",") if part.strip()]
+        bad = [i for i in indices if not -n <= i < n]
+        if bad:
+            raise SelectorError(f"pos[{inside}]: position {bad[0]} is out of range: this input has {n} tokens")
+        return {i % n for i in indices}
+
+    def _options(self, true: bool) -> set[int]:
         if not self.option_letters:
-            raise KeyError("this input has no options (prepare a multiple-choice example)")
+            raise SelectorError(
+                f"{'true_option' if true else 'false_options'}: this input has no options (prepare a multiple-choice example)"
+            )
         if self.true_option is None:
-            raise KeyError("the correct option is unknown for this input (no answer was given)")
+            raise SelectorError("the correct option is unknown for this input (no answer was given)")
         letters = [l for l in self.option_letters if (l == self.true_option) == true]
-        if not letters:
-            return torch.zeros(0, dtype=torch.long)
-        return torch.cat([self.segments[f"option[{l}]"].positions() for l in letters])
+        return {p for l in letters for p in self.segments[f"option[{l}]"].positions().tolist()}
 
     def on_video_grid(self, values: torch.Tensor) -> torch.Tensor:
         """[..., n_video_tokens] -> [..., frame, row, col]; grid cells without a token are NaN."""
@@ -126,6 +216,66 @@ class TokenLayout:
         rows = [f"TokenLayout({self.n_tokens} tokens, {len(self.video_positions)} video tokens, {self.n_frames} {self.frame_unit}s)"]
         rows += [f"  {name:<16} [{span.start}, {span.end})" for name, span in self.segments.items()]
         return "\n".join(rows)
+
+
+class _Parser:
+    """Recursive descent over the selector grammar; sets of positions all the way down."""
+
+    def __init__(self, text: str, layout: TokenLayout):
+        self.text, self.layout, self.tokens, self.at = text, layout, [], 0
+        cursor = 0
+        while cursor < len(text):
+            match = _TOKEN.match(text, cursor)
+            if not match or match.end() == cursor:
+                if text[cursor:].strip() == "":
+                    break
+                raise SelectorError(f"cannot read selector {text!r} at {text[cursor:]!r}; {_OPERATORS}")
+            self.tokens.append(match["op"] or match["word"])
+            cursor = match.end()
+
+    def parse(self) -> set[int]:
+        result = self._expr()
+        if self.at != len(self.tokens):
+            raise SelectorError(f"cannot read selector {self.text!r}: unexpected {self.tokens[self.at]!r}")
+        return result
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _next(self) -> str:
+        token = self._peek()
+        if token is None:
+            raise SelectorError(f"selector {self.text!r} ends too early; {_OPERATORS}")
+        self.at += 1
+        return token
+
+    def _expr(self) -> set[int]:
+        result = self._inter()
+        while self._peek() in ("|", "+", "-"):
+            op = self._next()
+            right = self._inter()
+            result = result - right if op == "-" else result | right
+        return result
+
+    def _inter(self) -> set[int]:
+        result = self._unary()
+        while self._peek() == "&":
+            self._next()
+            result = result & self._unary()
+        return result
+
+    def _unary(self) -> set[int]:
+        token = self._next()
+        if token in ("~", "not"):
+            return set(range(self.layout.n_tokens)) - self._unary()
+        if token == "(":
+            result = self._expr()
+            if self._next() != ")":
+                raise SelectorError(f"selector {self.text!r}: missing ')'")
+            return result
+        if token in ("|", "+", "-", "&", ")"):
+            raise SelectorError(f"selector {self.text!r}: {token!r} needs a selector before it")
+        return self.layout._atom(token)
 
 
 def layout_from_tokens(

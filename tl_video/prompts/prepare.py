@@ -12,7 +12,8 @@ from tl_video.model.video_bank import content_key
 from tl_video.prompts.alignment import token_spans
 from tl_video.prompts.layout import layout_from_tokens
 from tl_video.prompts.prepared import PreparedInput
-from tl_video.prompts.prompt_text import MC_ANSWER_PREFIX, PromptText, multiple_choice_prompt
+from tl_video.prompts.paper import check_prompt_style, paper_multiple_choice_prompt, render_paper_prompt
+from tl_video.prompts.prompt_text import MC_ANSWER_PREFIX, PromptText, multiple_choice_prompt, plain_prompt
 from tl_video.prompts.render import render_prompt
 
 if TYPE_CHECKING:
@@ -76,24 +77,37 @@ def prepare_input(
     system: str | None = None,
     answer_prefix: str = "",
     use_chat_template: bool = True,
+    prompt_style: str = "chat",
 ) -> PreparedInput:
     """Prepare one (video, prompt) pair for `model`; the video's tokens are added to its bank.
 
     A `PromptText` (e.g. from `multiple_choice_prompt`) carries named spans that become layout
-    segments (question, option[X], ...); `answer_prefix` becomes the `answer_prompt` segment.
+    segments (question, option[X], ...); a plain string is its own `question` segment;
+    `answer_prefix` becomes the `answer_prompt` segment. `prompt_style="chat"` wraps the prompt in
+    the checkpoint's chat template; `"paper"` writes the reference study's literal conversation for
+    the family (`tl_video.prompts.paper`; build the user text with `paper_multiple_choice_prompt`).
     """
     frontend, processor = model.frontend, model.processor
     if frontend is None or processor is None:
         raise ValueError("this model has no video front end; load it with HookedVideoTransformer.from_pretrained")
+    prompt_style = check_prompt_style(prompt_style)
     if isinstance(prompt, str):
-        prompt = PromptText(prompt)
+        prompt = plain_prompt(prompt, frontend.video_placeholder)
     if not isinstance(prompt, PromptText):
         raise TypeError(f"prompt must be a string or a PromptText, got {type(prompt).__name__}")
+    prompt.check_no_placeholder(frontend.video_placeholder)
+    if not isinstance(answer_prefix, str):
+        raise TypeError(f"answer_prefix must be a string (e.g. 'Best option:('), got {type(answer_prefix).__name__}")
     frames = load_frames(video, num_frames)
-    text = render_prompt(
-        processor, prompt.text, frontend.video_placeholder,
-        system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
-    )
+    if prompt_style == "paper":
+        text, system = render_paper_prompt(
+            processor, prompt, frontend.family, frontend.video_placeholder, system=system, answer_prefix=answer_prefix
+        )
+    else:
+        text = render_prompt(
+            processor, prompt.text, frontend.video_placeholder,
+            system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
+        )
     char_spans = _character_spans(text, prompt, system, answer_prefix)
     processed = frontend.process(processor, text, frames)
     input_ids = processed["input_ids"][0]
@@ -121,7 +135,9 @@ def prepare_input(
     layout = layout_from_tokens(
         tokens, is_placeholder, features.grid, frontend.frame_unit, segments, prompt.true_option, prompt.option_letters
     )
-    return PreparedInput(tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames)
+    return PreparedInput(
+        tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames, prompt_style=prompt_style
+    )
 
 
 def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any) -> PreparedInput:
@@ -129,7 +145,10 @@ def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any
 
     The video is decoded from `example.video` over [start, end] unless `video=` frames are given
     (e.g. a corrupted copy). Open-ended examples use the question as the prompt.
+    `prompt_style="paper"` writes the reference code's literal text for the model's family
+    (its instruction, spacing and answer prefix; none for VideoLLaMA3).
     """
+    prompt_style = check_prompt_style(kwargs.get("prompt_style", "chat"))
     video = kwargs.pop("video", None)
     if video is None:
         from tl_video.video import read_video
@@ -138,11 +157,16 @@ def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any
             example.video, num_frames=check_num_frames(kwargs.pop("num_frames", None)) or DEFAULT_NUM_FRAMES,
             start=example.start, end=example.end,
         ).frames
-    if example.is_multiple_choice:
+    if example.is_multiple_choice and prompt_style == "paper":
+        prompt, answer_prefix = paper_multiple_choice_prompt(
+            model.frontend.family, example.question, example.options, example.answer_index
+        )
+        kwargs.setdefault("answer_prefix", answer_prefix)
+    elif example.is_multiple_choice:
         prompt = multiple_choice_prompt(example.question, example.options, example.answer_index)
         kwargs.setdefault("answer_prefix", MC_ANSWER_PREFIX)
     else:
-        prompt = PromptText(example.question, {"question": (0, len(example.question))})
+        prompt = plain_prompt(example.question)
     return prepare_input(model, video=video, prompt=prompt, **kwargs)
 
 
@@ -166,7 +190,7 @@ def _unique_offset(rendered: str, piece: str, what: str) -> int:
     count = rendered.count(piece)
     if count != 1:
         raise ValueError(
-            f"the chat template rendered the {what} {count} times (expected once, verbatim), so its "
+            f"the rendered prompt holds the {what} {count} times (expected once, verbatim), so its "
             "segments cannot be placed; write the prompt with the video placeholder yourself"
         )
     return rendered.index(piece)

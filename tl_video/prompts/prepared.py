@@ -17,6 +17,10 @@ class PreparedInput:
     layout: TokenLayout
     text: str  # the rendered prompt, with one placeholder standing for the video
     frames: UInt8[np.ndarray, "frames height width 3"]  # the frames that were encoded
+    prompt_style: str = "chat"  # "chat" (the checkpoint's chat template) or "paper" (the reference's literal text)
 
     def __repr__(self) -> str:
-        return f"PreparedInput(tokens={tuple(self.tokens.shape)}, text={self.text!r})\n{self.layout!r}"
+        return (
+            f"PreparedInput(tokens={tuple(self.tokens.shape)}, prompt_style={self.prompt_style!r}, text={self.text!r})"
+            f"\n{self.layout!r}"
+        )
