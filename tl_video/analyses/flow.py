@@ -30,7 +30,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.knockout import KnockoutSpec, blocked_edges_by_layer
 from tl_video.interventions.presets import PRESETS, preset
 from tl_video.interventions.windows import WINDOW_STYLES, checked_layers, layer_numbers, window_layers
+from tl_video.prompts.layout import TokenLayout
 
 ANALYSIS = "flow"
 PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
@@ -169,7 +170,7 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class _Config:
+class FlowConfig:
     """One configuration of one example: a flow blocked in one window."""
 
     preset: str
@@ -179,42 +180,42 @@ class _Config:
     layers: tuple[int, ...]
     spec: KnockoutSpec
 
-    def key(self, example_id: str) -> str:
-        return f"{ANALYSIS}/{example_id}/{self.preset}/{self.label}/{self.window}/L{self.center}"
+    def key(self, example_id: str, analysis: str = ANALYSIS) -> str:
+        return f"{analysis}/{example_id}/{self.preset}/{self.label}/{self.window}/L{self.center}"
 
-    def fields(self, scored: ScoredExample, k: int) -> dict[str, Any]:
+    def fields(self, example_id: str, task: str, k: int, analysis: str = ANALYSIS) -> dict[str, Any]:
         return {
-            "kind": ANALYSIS, "example_id": scored.example.example_id, "task": scored.task, "preset": self.preset,
+            "kind": analysis, "example_id": example_id, "task": task, "preset": self.preset,
             "label": self.label, "window": self.window, "k": k, "center": self.center, "layers": list(self.layers),
             "spec": self.spec.to_json(),
         }
 
 
-def _configs(options: FlowOptions, scored: ScoredExample, centres: list[int], n_layers: int, k: int) -> list[_Config]:
-    """Every configuration of one example, in a fixed order (window, centre, preset, flow)."""
+def flow_configs(options: FlowOptions, layout: TokenLayout, centres: list[int], n_layers: int, k: int) -> list[FlowConfig]:
+    """Every configuration of one input, in a fixed order (window, centre, preset, flow)."""
     out = []
     for style in options.windows:
         for centre in centres:
             layers = window_layers(centre, n_layers, k, style)
             for name in options.presets:
-                for spec in preset(name, scored.prepared.layout, layers):
-                    out.append(_Config(name, spec.label, style, centre, layers, spec))
+                for spec in preset(name, layout, layers):
+                    out.append(FlowConfig(name, spec.label, style, centre, layers, spec))
             for flow in options.specs:
-                out.append(_Config(USER_PRESET, flow.label, style, centre, layers, flow.spec(layers)))
+                out.append(FlowConfig(USER_PRESET, flow.label, style, centre, layers, flow.spec(layers)))
     return out
 
 
-def _blocked_edge_count(spec: KnockoutSpec, scored: ScoredExample, n_layers: int) -> tuple[int | None, str | None]:
+def blocked_edge_count(spec: KnockoutSpec, layout: TokenLayout, n_layers: int) -> tuple[int | None, str | None]:
     """Causal (query >= key) edges the spec removes in this input, or the reason it cannot apply."""
     if not spec.blocks:
         return None, "has no edge in this input (e.g. cross-frame on a 1-frame video)"
     if not any(block.layers for block in spec.blocks):
         return None, "blocks no layer (an inverse window that covers the whole model)"
     try:
-        blocked = blocked_edges_by_layer(spec, scored.prepared.layout, n_layers)
+        blocked = blocked_edges_by_layer(spec, layout, n_layers)
     except ValueError as error:
         return None, str(error)
-    causal = torch.ones_like(next(iter(blocked.values()))).tril() if blocked else None
+    causal = torch.ones(layout.n_tokens, layout.n_tokens, dtype=torch.bool).tril()
     counted: dict[int, int] = {}
     for matrix in blocked.values():
         if id(matrix) not in counted:
@@ -268,22 +269,23 @@ def run_flow(
     try:
         for example in examples:
             for scored in scored_examples(model, [example], options, sink=sink, progress=False):
-                _sweep_example(model, scored, _configs(options, scored, centres, n_layers, k), sink, n_layers, k)
+                configs = flow_configs(options, scored.prepared.layout, centres, n_layers, k)
+                _sweep_example(model, scored, configs, sink, n_layers, k)
             bar.update(1)
     finally:
         bar.close()
     return FlowResult(sink.header, list(sink.records))
 
 
-def _sweep_example(model: Any, scored: ScoredExample, configs: list[_Config], sink: RecordSink, n_layers: int, k: int) -> None:
+def _sweep_example(model: Any, scored: ScoredExample, configs: list[FlowConfig], sink: RecordSink, n_layers: int, k: int) -> None:
     """Evaluate the configurations not yet on disk in one call, then write their records in order."""
     example_id = scored.example.example_id
     pending = [config for config in configs if not sink.has(config.key(example_id))]
-    checks = [_blocked_edge_count(config.spec, scored, n_layers) for config in pending]
+    checks = [blocked_edge_count(config.spec, scored.prepared.layout, n_layers) for config in pending]
     runnable = [config.spec for config, (count, _) in zip(pending, checks) if count is not None]
     probabilities = iter(knockout_probabilities(model, scored.prepared, runnable)) if runnable else iter(())
     for config, (count, reason) in zip(pending, checks):
-        record = {"key": config.key(example_id)} | config.fields(scored, k)
+        record = {"key": config.key(example_id)} | config.fields(example_id, scored.task, k)
         if count is None:
             record |= {"skipped": True, "reason": reason}
         else:
@@ -356,15 +358,23 @@ class FlowResult:
     records: list[dict[str, Any]]
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    # what the records are called and measure (the open-ended variant reuses these summaries)
+    ANALYSIS: ClassVar[str] = ANALYSIS
+    METRICS: ClassVar[dict[str, str]] = METRICS  # metric name -> record field (percent change)
+    METRIC_NAMES: ClassVar[dict[str, str]] = METRIC_NAMES
+    DEFAULT_METRIC: ClassVar[str] = "true"
+    CORRECT_FIELD: ClassVar[str] = "new_correct"  # record field counted by `accuracy`
+    ACCURACY_NAME: ClassVar[str] = "accuracy under knockout"
+
     @classmethod
     def read(cls, out_dir: str | Path) -> "FlowResult":
         """Read ``<out_dir>/flow.jsonl`` back."""
-        path = Path(out_dir) / f"{ANALYSIS}.jsonl"
+        path = Path(out_dir) / f"{cls.ANALYSIS}.jsonl"
         if not path.exists():
-            raise FileNotFoundError(f"no information-flow records at {path}; run the flow analysis into {out_dir} first")
+            raise FileNotFoundError(f"no {cls.ANALYSIS} records at {path}; run that analysis into {out_dir} first")
         header, records = read_records(path)
-        if header.analysis != ANALYSIS:
-            raise ValueError(f"{path} holds {header.analysis!r} records, not {ANALYSIS!r}")
+        if header.analysis != cls.ANALYSIS:
+            raise ValueError(f"{path} holds {header.analysis!r} records, not {cls.ANALYSIS!r}")
         return cls(header, records)
 
     # --- what the run holds
@@ -382,7 +392,7 @@ class FlowResult:
         return list(self.header.extra.get("notes", []))
 
     def _flow_records(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("kind") == ANALYSIS]
+        return [r for r in self.records if r.get("kind") == self.ANALYSIS]
 
     def evaluated(self) -> list[dict[str, Any]]:
         return [r for r in self._flow_records() if not r["skipped"]]
@@ -425,21 +435,22 @@ class FlowResult:
         return (presets[0] if presets else (preset or "")), rows
 
     # --- curves
-    def curve(self, label: str, *, window: str = "center", metric: str = "true", task: str | None = None,
+    def curve(self, label: str, *, window: str = "center", metric: str | None = None, task: str | None = None,
               preset: str | None = None) -> FlowCurve:
         """Mean change (percent) of the true option's (or baseline answer's) probability per centre layer."""
-        if metric not in METRICS:
-            raise ValueError(f"metric={metric!r}; valid: {', '.join(METRICS)}")
+        metric = metric or self.DEFAULT_METRIC
+        if metric not in self.METRICS:
+            raise ValueError(f"metric={metric!r}; valid: {', '.join(self.METRICS)}")
         cache_key = ("curve", label, window, metric, task, preset)
         if cache_key not in self._cache:
             preset_name, rows = self._select(label, preset, window, task)
             layers = tuple(self.centres())
-            values = tuple({r["example_id"]: r[METRICS[metric]] for r in rows if r["center"] == layer} for layer in layers)
+            values = tuple({r["example_id"]: r[self.METRICS[metric]] for r in rows if r["center"] == layer} for layer in layers)
             stats = tuple(mean_ci(list(v.values()), seed=self.header.seed) for v in values)
             self._cache[cache_key] = FlowCurve(preset_name, label, window, metric, task, layers, values, stats)
         return self._cache[cache_key]
 
-    def curves(self, preset: str, *, window: str = "center", metric: str = "true", task: str | None = None) -> dict[str, FlowCurve]:
+    def curves(self, preset: str, *, window: str = "center", metric: str | None = None, task: str | None = None) -> dict[str, FlowCurve]:
         """One curve per flow of ``preset`` ("custom" for user flows), in the preset's order."""
         return {label: self.curve(label, window=window, metric=metric, task=task, preset=preset) for label in self.labels(preset)}
 
@@ -447,26 +458,27 @@ class FlowResult:
         """Accuracy under knockout per centre layer (new argmax = true letter), denominators stated."""
         preset_name, rows = self._select(label, preset, window, task)
         layers = tuple(self.centres())
-        n_correct = tuple(sum(bool(r["new_correct"]) for r in rows if r["center"] == layer) for layer in layers)
+        n_correct = tuple(sum(bool(r[self.CORRECT_FIELD]) for r in rows if r["center"] == layer) for layer in layers)
         n = tuple(sum(1 for r in rows if r["center"] == layer) for layer in layers)
         selected = [r for r in self.records if r.get("kind") == "baseline" and r["selected"] and task in (None, r["task"])]
         return AccuracyCurve(preset_name, label, window, task, layers, n_correct, n,
                              sum(bool(r["correct"]) for r in selected), len(selected))
 
     # --- findings
-    def layer_tests(self, label: str, *, window: str = "center", metric: str = "true", task: str | None = None,
+    def layer_tests(self, label: str, *, window: str = "center", metric: str | None = None, task: str | None = None,
                     preset: str | None = None) -> tuple[list[float], list[float]]:
         """Per centre layer: raw and Holm-adjusted p-values of the sign-flip test of the change vs 0."""
         curve = self.curve(label, window=window, metric=metric, task=task, preset=preset)
         raw = [paired_permutation_p(list(v.values()), 0.0, seed=self.header.seed) for v in curve.values]
         return raw, holm(raw)
 
-    def findings(self, *, window: str = "center", metric: str = "true", task: str | None = None) -> list[Finding]:
+    def findings(self, *, window: str = "center", metric: str | None = None, task: str | None = None) -> list[Finding]:
         """For each flow: the contiguous centre-layer ranges where blocking it changes ``metric`` significantly
         (sign-flip permutation test vs 0 per layer, p < 0.05 after Holm correction over layers), with the
         mean change; or a sentence that blocking it changes nothing significant."""
         if window not in self.windows():
             return []
+        metric = metric or self.DEFAULT_METRIC
         out = []
         for preset_name in self.presets():
             for label in self.labels(preset_name):
@@ -493,7 +505,7 @@ class FlowResult:
                 p_max = float(max(adjusted[i] for i in index))
                 n = min(curve.stats[i].n for i in index)
                 sentence = (
-                    f"Blocking {label} {self._where(run, window)}{where} {verb} {METRIC_NAMES[metric]} by "
+                    f"Blocking {label} {self._where(run, window)}{where} {verb} {self.METRIC_NAMES[metric]} by "
                     f"{abs(size):.0f}% on average (p ≤ {p_max:.3g} at each layer, Holm-corrected; n = {n})."
                 )
                 findings.append(Finding(sentence, test, p_max, n))
@@ -502,7 +514,7 @@ class FlowResult:
             largest = max(finite, key=lambda i: abs(means[i]))
             p_min = float(np.nanmin(adjusted)) if np.isfinite(adjusted).any() else None
             sentence = (
-                f"Blocking {label} ({self._window_words(window)}){where} changes {METRIC_NAMES[metric]} significantly at "
+                f"Blocking {label} ({self._window_words(window)}){where} changes {self.METRIC_NAMES[metric]} significantly at "
                 f"no centre layer (largest mean change {means[largest]:+.1f}% at L{curve.layers[largest] + 1}; "
                 f"no layer is significant after Holm correction, n = {curve.n})."
             )
@@ -563,7 +575,7 @@ def default_bin_size(n_layers: int) -> int:
 
 
 def effective_ranges(
-    flow_result: FlowResult, *, threshold: float = EFFECTIVE_THRESHOLD, window: str = "center", metric: str = "true",
+    flow_result: FlowResult, *, threshold: float = EFFECTIVE_THRESHOLD, window: str = "center", metric: str | None = None,
     bin_size: int | None = None, preset: str | None = None, task: str | None = None,
 ) -> dict[str, list[int]]:
     """Per flow label, the effective layers (0-indexed, sorted): centre layers grouped in consecutive bins of

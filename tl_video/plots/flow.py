@@ -10,7 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tl_video.analyses.flow import METRIC_NAMES, FlowResult
+from tl_video.analyses.flow import FlowResult
 from tl_video.plots.style import flow_style, layer_axis, paper_layout, translucent
 
 X_TITLES = {
@@ -19,7 +19,8 @@ X_TITLES = {
     "top_down": "first blocked layer (blocked to the last layer)",
     "bottom_up": "last blocked layer (blocked from L1)",
 }
-Y_TITLES = {"true": "Δ p(true option), % of baseline", "answer": "Δ p(baseline answer), % of baseline"}
+Y_TITLES = {"true": "Δ p(true option), % of baseline", "answer": "Δ p(baseline answer), % of baseline",
+            "anchor": "Δ p(anchor token), % of baseline"}
 SAMPLE_WORDS = {"correct": "answered correctly", "wrong": "answered wrongly", "all": "all"}
 REFERENCE_LINE = dict(color="#888888", width=1)
 MARKERS = ("circle", "square", "diamond", "triangle-up", "x", "cross")  # by position within a preset
@@ -73,7 +74,7 @@ def _add_curves(fig: go.Figure, result: FlowResult, preset: str, window: str, me
     return n
 
 
-def flow_curves(result: FlowResult, preset: str, *, window: str = "center", metric: str = "true",
+def flow_curves(result: FlowResult, preset: str, *, window: str = "center", metric: str | None = None,
                 task: str | None = None) -> go.Figure:
     """% change of the true option's (or baseline answer's) probability when each flow of ``preset`` is
     blocked, by centre layer: mean over examples with its 95% bootstrap band."""
@@ -82,14 +83,14 @@ def flow_curves(result: FlowResult, preset: str, *, window: str = "center", metr
     fig.add_hline(y=0, line=REFERENCE_LINE)
     paper_layout(fig)
     layer_axis(fig, result.n_layers, title=_x_title(result, window))
-    fig.update_yaxes(title_text=Y_TITLES[metric], zeroline=False)
+    fig.update_yaxes(title_text=Y_TITLES[metric or result.DEFAULT_METRIC], zeroline=False)
     _legend_below(fig)
     scope = f"{task}, " if task else ""
     _corner(fig, f"{scope}n = {n} ({_sample_words(result)}); mean, 95% CI")
     return fig
 
 
-def flow_curves_by_task(result: FlowResult, preset: str, *, window: str = "center", metric: str = "true") -> go.Figure:
+def flow_curves_by_task(result: FlowResult, preset: str, *, window: str = "center", metric: str | None = None) -> go.Figure:
     """Small multiples of `flow_curves`: one panel per task (shared axes), n stated per panel."""
     tasks = result.tasks()
     cols = min(3, max(1, len(tasks)))
@@ -107,7 +108,7 @@ def flow_curves_by_task(result: FlowResult, preset: str, *, window: str = "cente
     fig.update_layout(legend=dict(y=-0.12 - 0.12 / rows), margin=dict(t=30, b=80))
     for annotation in fig.layout.annotations:
         annotation.font = dict(size=12)
-    fig.update_yaxes(title_text=Y_TITLES[metric], col=1)
+    fig.update_yaxes(title_text=Y_TITLES[metric or result.DEFAULT_METRIC], col=1)
     fig.add_annotation(text=_x_title(result, window), xref="paper", yref="paper", x=0.5, y=-0.05 - 0.05 / rows,
                        xanchor="center", yanchor="top", showarrow=False, font=dict(size=13))
     return fig
@@ -134,7 +135,7 @@ def accuracy_under_knockout(result: FlowResult, preset: str, *, window: str = "c
                       annotation_position="bottom left", annotation_font=dict(size=10, color="#555555"))
     paper_layout(fig)
     layer_axis(fig, result.n_layers, title=_x_title(result, window))
-    fig.update_yaxes(title_text="accuracy under knockout (%)", range=[-3, 105])
+    fig.update_yaxes(title_text=f"{result.ACCURACY_NAME} (%)", range=[-3, 105])
     _legend_below(fig)
     scope = f"{task}, " if task else ""
     _corner(fig, f"{scope}n = {n_selected} ({_sample_words(result)}) per layer")
@@ -156,4 +157,4 @@ def figures(result: FlowResult) -> dict[str, go.Figure]:
     return out
 
 
-__all__ = ["METRIC_NAMES", "accuracy_under_knockout", "figures", "flow_curves", "flow_curves_by_task"]
+__all__ = ["accuracy_under_knockout", "figures", "flow_curves", "flow_curves_by_task"]
