@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tl_video.data.examples import InvalidExampleError, VideoQAExample
 from tl_video.data.problems import OnError, ReadResult, RecordProblem, check_on_error, finish
-from tl_video.data.records import video_problem
+from tl_video.data.records import JsonTextError, decode_json, video_problem
 
 __all__ = ["read_jsonl", "write_jsonl"]
 
@@ -53,9 +53,9 @@ def read_jsonl(
     problems: list[RecordProblem] = []
     seen: dict[str, int] = {}
     total = 0
-    with path.open(encoding="utf-8") as lines:
-        for index, line in enumerate(lines):
-            if not line.strip():
+    with path.open("rb") as lines:  # bytes, so one line that is not UTF-8 is one problem, not a crash
+        for index, raw in enumerate(lines):
+            if not raw.strip():
                 continue
             total += 1
             here: list[RecordProblem] = []
@@ -64,9 +64,9 @@ def read_jsonl(
                 here.append(RecordProblem(file=file, index=index, field=field, message=message))
 
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                add("json", f"not valid JSON ({exc.msg} at column {exc.colno}): {line.strip()[:80]!r}")
+                data = decode_json(raw, first_line=index + 1)
+            except JsonTextError as exc:
+                add("json", f"{exc}: {raw.strip()[:80]!r}")
                 problems.extend(here)
                 continue
             try:

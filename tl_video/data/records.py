@@ -16,19 +16,80 @@ from typing import Any
 from tl_video.data.examples import InvalidExampleError, VideoQAExample
 from tl_video.data.problems import DatasetError, RecordProblem
 
-__all__ = ["load_json_file", "RecordCheck", "video_problem"]
+__all__ = ["load_json_file", "decode_json", "JsonTextError", "RecordCheck", "video_problem"]
+
+
+class JsonTextError(ValueError):
+    """JSON text that cannot be read; the message names the line (1-based) and what to fix."""
+
+
+def decode_json(raw: bytes, first_line: int = 1) -> Any:
+    """Parse UTF-8 JSON bytes (a leading BOM is allowed).
+
+    Undecodable bytes, bad syntax and nesting too deep to parse raise a :class:`JsonTextError`
+    naming the line, counting the first line of ``raw`` as ``first_line``.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, column = _line_and_column(raw, exc.start, first_line)
+        raise JsonTextError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {column}; re-save the file as UTF-8"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JsonTextError(f"not valid JSON: {exc.msg} at line {exc.lineno + first_line - 1}, column {exc.colno}") from None
+    except RecursionError:
+        offset = _too_deep_offset(text)
+        line, column = _line_and_column(text.encode("utf-8"), len(text[:offset].encode("utf-8")), first_line)
+        raise JsonTextError(
+            f"JSON nested more than {_MAX_DEPTH} levels deep at line {line}, column {column}; "
+            "an annotation record is never this deep (a corrupt or generated file?)"
+        ) from None
+
+
+_MAX_DEPTH = 500
+
+
+def _line_and_column(raw: bytes, offset: int, first_line: int) -> tuple[int, int]:
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + first_line, offset - line_start + 1
+
+
+def _too_deep_offset(text: str) -> int:
+    """Where the nesting of arrays/objects (outside strings) first exceeds `_MAX_DEPTH`."""
+    depth, in_string, escaped = 0, False, False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return index
+        elif char in "]}":
+            depth -= 1
+    return 0
 
 
 def load_json_file(path: str | Path) -> Any:
-    """Parse a JSON file; a missing file raises ``FileNotFoundError``, bad JSON a :class:`DatasetError`."""
+    """Parse a JSON file; a missing file raises ``FileNotFoundError``, unreadable JSON a :class:`DatasetError`
+    whose message names the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {str(path)!r} (resolved: {path.absolute()}).")
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(str(path), [RecordProblem(file=str(path), index=None, field="file", message=f"not valid JSON: {exc}")]) from exc
+        return decode_json(path.read_bytes())
+    except JsonTextError as exc:
+        raise DatasetError(str(path), [RecordProblem(file=str(path), index=None, field="file", message=str(exc))]) from None
 
 
 def video_problem(path: Path) -> str | None:
