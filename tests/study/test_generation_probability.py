@@ -16,7 +16,7 @@ from tl_video.analyses.generation_probability import (
 )
 from tl_video.analyses.records import RunHeader
 from tl_video.analyses.scoring import score_example
-from tl_video.plots.generation_probability import figures, probability_by_layer
+from tl_video.plots.generation_probability import figures, probability_by_layer, probability_by_layer_by_task
 
 N_EXAMPLES = 3  # one per task for the first three tasks of the benchmark's order (2 per task)
 
@@ -125,6 +125,10 @@ def test_curves_rise_and_figure_from_a_fixed_result():
     assert [trace.fill for trace in fig.data] == [None, "tonexty", None, None, "tonexty", None]
     assert fig.layout.yaxis.range == (0, 1.02)
     assert "n = 2 examples" in fig.layout.annotations[0].text
-    assert list(figures(result)) == ["generation_probability"]
+    assert list(figures(result)) == ["generation_probability", "generation_probability_by_task"]
+    panels = probability_by_layer_by_task(result)
+    assert [a.text for a in panels.layout.annotations[:2]] == ["t1 (n = 1)", "t2 (n = 1)"]
+    assert [t.name for t in panels.data if t.showlegend] == ["true option", "false options (mean)"]
+    np.testing.assert_allclose(panels.data[2].y, [0.2, 0.3, 0.9])  # t1's true option (A) after L1..L3
     with pytest.raises(ValueError, match="readout='paper_compat'.*readouts in this run: final_norm"):
         result.curves("paper_compat")

@@ -7,6 +7,7 @@ layer, with its bootstrap 95% interval as a band; the false options are averaged
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from tl_video.analyses.generation_probability import POOLED, GenerationProbabilityResult
 from tl_video.analyses.statistics import MeanCI
@@ -53,9 +54,42 @@ def probability_by_layer(result: GenerationProbabilityResult, readout: str = "fi
     return fig
 
 
+def probability_by_layer_by_task(result: GenerationProbabilityResult, readout: str = "final_norm") -> go.Figure:
+    """Small multiples of `probability_by_layer`: one panel per task (shared axes), n stated per panel."""
+    tasks = result.tasks()
+    cols = min(3, max(1, len(tasks)))
+    rows = -(-len(tasks) // cols)
+    curves = {task: result.curves(readout, task) for task in tasks}
+    titles = [f"{task.replace('_', ' ')} (n = {curves[task]['true option'][0].n})" for task in tasks]
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, subplot_titles=titles,
+                        horizontal_spacing=0.04, vertical_spacing=0.16)
+    for index, task in enumerate(tasks):
+        row, col = index // cols + 1, index % cols + 1
+        for name, points in curves[task].items():
+            colour, dash = flow_style(name)
+            for trace in band_traces("false options (mean)" if name == "false options" else name, points, colour, dash):
+                trace.showlegend = index == 0 and trace.showlegend is not False
+                fig.add_trace(trace, row=row, col=col)
+        layer_axis(fig, result.n_layers, row=row, col=col, title="")
+    paper_layout(fig, width=max(520, 300 * cols), height=110 + 230 * rows)
+    fig.update_layout(legend=dict(y=-0.12 - 0.12 / rows), margin=dict(t=30, b=80))
+    for annotation in fig.layout.annotations:
+        annotation.font = dict(size=12)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".1f")
+    fig.update_yaxes(title_text="answer-letter probability", col=1)
+    fig.add_annotation(text=f"layer ({READOUT_TITLES.get(readout, readout)})", xref="paper", yref="paper", x=0.5,
+                       y=-0.05 - 0.05 / rows, xanchor="center", yanchor="top", showarrow=False, font=dict(size=13))
+    return fig
+
+
 def figures(result: GenerationProbabilityResult) -> dict[str, go.Figure]:
-    """The figures the report shows: pooled curves for each readout of the run."""
-    return {
+    """The figures the report shows: pooled curves for each readout, and per-task panels of the final-norm
+    readout when the run has more than one task."""
+    out = {
         "generation_probability" if readout == "final_norm" else f"generation_probability_{readout}": probability_by_layer(result, readout)
         for readout in result.readouts
     }
+    if len(result.tasks()) > 1 and result.readouts:
+        readout = "final_norm" if "final_norm" in result.readouts else result.readouts[0]
+        out["generation_probability_by_task"] = probability_by_layer_by_task(result, readout)
+    return out
