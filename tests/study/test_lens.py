@@ -106,3 +106,50 @@ def test_bad_options_fail_in_one_line():
         LensOptions(bin_size=0)
     with pytest.raises(ValueError, match="keyword_set='words'; valid: auto, paper, synthetic"):
         LensOptions(keyword_set="words")
+
+
+def _fixed_result() -> LensResult:
+    """A two-layer, two-frame result written by hand (no model): what the figures must show."""
+    import numpy as np
+
+    from tl_video.analyses.lens import encode_thumbnail
+    from tl_video.analyses.records import RunHeader
+
+    options = LensOptions(bin_size=1, keyword_set="synthetic", spatial_keywords=("red",), temporal_keywords=("left",))
+    header = RunHeader(analysis="lens", model_id="fixed", model_config_hash="0", dataset="fixed", options=options.to_json(), seed=0)
+    frames = [encode_thumbnail(np.full((8, 8, 3), value, dtype=np.uint8), 8) for value in (0, 255)]
+    lens = {
+        "key": "lens/a", "kind": "lens", "example_id": "a", "task": "t", "true_letter": "A", "probes": "p",
+        "points": ["output of L1", "output of L2"], "n_video_tokens": 2,
+        "top1_counts": [{" red": 1, "x": 1}, {" left": 1, " red": 1}],
+        "letter_probabilities": {"A": [0.2, 0.9]}, "answer_probability": [0.2, 0.9],
+    }
+    grid = {
+        "key": "grid/a", "kind": "grid", "example_id": "a", "task": "t", "question": "q", "probes": "p",
+        "points": lens["points"], "video_grid": [[0, 0, 0], [1, 0, 0]], "frame_unit": "frame",
+        "top_ids": [[[1], [2]], [[3], [1]]], "top_tokens": [[[" red"], ["x"]], [[" left"], [" red"]]],
+        "top_probabilities": [[[0.5], [0.4]], [[0.6], [0.7]]], "frames_png": frames,
+    }
+    return LensResult(header=header, records=[lens, grid])
+
+
+def test_figures_show_the_numbers_of_a_fixed_result():
+    from tl_video.plots.lens import answer_probability, figures, token_grid, vocabulary_bars
+
+    result = _fixed_result()
+    spatial = vocabulary_bars(result, "spatial")
+    (red,) = [trace for trace in spatial.data if trace.name == "red"]
+    assert list(red.x) == ["L1", "L2"] and list(red.y) == [1.0, 1.0] and list(red.customdata) == [1, 1]
+    assert [a.text for a in spatial.layout.annotations if a.text.endswith("%")] == ["50%", "50%"]
+    temporal = vocabulary_bars(result, "temporal")
+    (left,) = [trace for trace in temporal.data if trace.name == "left"]
+    assert math.isnan(left.y[0]) and left.y[1] == 1.0
+    grid = token_grid(result)
+    labels = [list(trace.text) for trace in grid.data if trace.type == "scatter"]
+    assert labels == [["red"], ["x"], ["left"], ["red"]]  # (L1, frame 1), (L1, frame 2), (L2, frame 1), (L2, frame 2)
+    colours = [list(trace.textfont.color) for trace in grid.data if trace.type == "scatter"]
+    assert colours == [["#0072B2"], ["#222222"], ["#D55E00"], ["#0072B2"]]
+    assert sum(trace.type == "image" for trace in grid.data) == 4
+    curve = answer_probability(result).data[-1]
+    assert list(curve.y) == [0.2, 0.9] and list(curve.x) == [0, 1]
+    assert set(figures(result)) == {"lens_vocabulary_spatial", "lens_vocabulary_temporal", "lens_token_grid", "lens_answer_probability"}

@@ -215,7 +215,12 @@ def encode_thumbnail(frame: UInt8[np.ndarray, "height width 3"], size: int) -> s
 
 
 def _token_texts(tokenizer: Any, ids: list[int]) -> dict[int, str]:
-    return {int(i): tokenizer.decode([int(i)]) for i in ids}
+    """Each token's text; a token that is part of a multi-byte character keeps its vocabulary name ("<0xE2>")."""
+    texts = {}
+    for i in ids:
+        text = tokenizer.decode([int(i)])
+        texts[int(i)] = tokenizer.convert_ids_to_tokens(int(i)) if "\ufffd" in text else text
+    return texts
 
 
 @dataclass(frozen=True)
