@@ -1,4 +1,8 @@
-"""Parity with the HF LLaVA-OneVision model (SigLIP, bilinear pooling, newline, Qwen2 LM) on the same video."""
+"""Parity with the HF LLaVA-OneVision model (SigLIP, bilinear pooling, newline, Qwen2 LM).
+
+The reference is HF alone, fed from the raw inputs (the frames array and the prompt as written,
+through the checkpoint's own processor and chat template; tests/oracles.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 
 import tl_video
 from tests.conftest import random_video
+from tests.oracles import assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
 from tests.tolerances import LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
@@ -32,26 +37,25 @@ def checkpoints(tmp_path_factory):
 
 
 def load_pair(folder):
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder, keep_hf_model=True)
-    hf = model.hf_model[0]
-    hf.set_attn_implementation("eager")
-    return model, hf
+    """(ours, HF reference model, HF reference processor), each loaded on its own from the folder."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    return model, reference_model(folder), reference_processor(folder)
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
-
-
-def hf_inputs(model, prepared):
-    return model.processor(text=prepared.text, videos=[prepared.frames], return_tensors="pt")
+def prepare_with_reference(model, processor, frames):
+    """(our prepared input, HF's inputs from the raw frames and prompt); the text tokens must agree."""
+    inputs = hf_chat_inputs(processor, frames, PROMPT)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    assert_same_prompt(prepared.tokens, inputs["input_ids"], model.frontend.video_token_id)
+    return prepared, inputs
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
-    model, hf = load_pair(checkpoints[variant])
-    prepared = model.prepare(video=random_video(11), prompt=PROMPT)
+    model, hf, processor = load_pair(checkpoints[variant])
+    prepared, inputs = prepare_with_reference(model, processor, random_video(11))
     with torch.no_grad():
-        reference = hf(**hf_inputs(model, prepared), output_hidden_states=True, output_attentions=True)
+        reference = hf(**inputs, output_hidden_states=True, output_attentions=True)
         logits, cache = model.run_with_cache(prepared.tokens)
 
     assert max_diff(logits, reference.logits) <= LOGITS_FP32, f"{variant}: logits differ by {max_diff(logits, reference.logits):.2e}"
@@ -66,11 +70,11 @@ def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
 
 @pytest.mark.parametrize("variant", ["plain", "even_grid"])
 def test_video_tokens_equal_hf_video_features_newline_included(checkpoints, variant):
-    model, hf = load_pair(checkpoints[variant])
-    prepared = model.prepare(video=random_video(12), prompt=PROMPT)
+    model, hf, processor = load_pair(checkpoints[variant])
+    prepared, inputs = prepare_with_reference(model, processor, random_video(12))
     with torch.no_grad():
         expected = hf.get_video_features(
-            pixel_values_videos=hf_inputs(model, prepared)["pixel_values_videos"]
+            pixel_values_videos=inputs["pixel_values_videos"]
         ).pooler_output.flatten(0, 1)
     _, cache = model.run_with_cache(prepared.tokens, names_filter="hook_video_embed")
     assert cache["hook_video_embed"][0].shape == expected.shape
@@ -79,7 +83,8 @@ def test_video_tokens_equal_hf_video_features_newline_included(checkpoints, vari
 
 
 def test_qwen2_biases_are_configured_and_converted(checkpoints):
-    model, hf = load_pair(checkpoints["plain"])
+    model = tl_video.HookedVideoTransformer.from_pretrained(checkpoints["plain"])
+    hf = reference_model(checkpoints["plain"])
     assert model.cfg.attn_qkv_bias and not model.cfg.attn_out_bias and not model.cfg.mlp_bias
     assert model.cfg.n_key_value_heads == 2 and model.cfg.n_heads == 4
     attention = hf.model.language_model.layers[1].self_attn
@@ -92,9 +97,8 @@ def test_qwen2_biases_are_configured_and_converted(checkpoints):
 
 @pytest.mark.parametrize("variant", ["plain", "tied"])
 def test_greedy_generation_matches_hf(checkpoints, variant):
-    model, hf = load_pair(checkpoints[variant])
-    prepared = model.prepare(video=random_video(13), prompt=PROMPT)
-    processed = hf_inputs(model, prepared)
+    model, hf, processor = load_pair(checkpoints[variant])
+    prepared, processed = prepare_with_reference(model, processor, random_video(13))
     with torch.no_grad():
         expected = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
     ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
@@ -103,11 +107,11 @@ def test_greedy_generation_matches_hf(checkpoints, variant):
 
 def test_layout_matches_an_independent_reconstruction(checkpoints):
     """Video rows, frames and the newline's grid entry rebuilt from the processor's ids alone."""
-    model, hf = load_pair(checkpoints["plain"])
+    model, hf, processor = load_pair(checkpoints["plain"])
     question, options = "Which way does the ball roll?", ["left", "right", "it stays"]
     frames = random_video(14, frames=3)
     prepared = model.prepare(video=frames, prompt=multiple_choice_prompt(question, options, 0), answer_prefix="Best option:(")
-    ids = hf_inputs(model, prepared)["input_ids"][0].tolist()
+    ids = processor(text=prepared.text, videos=[frames], return_tensors="pt")["input_ids"][0].tolist()
     replaced = [i for i, token in enumerate(ids) if token == hf.config.video_token_id]  # rows HF scatters into
     grid_side = hf.config.vision_config.image_size // hf.config.vision_config.patch_size
     side = math.ceil(grid_side / 2)

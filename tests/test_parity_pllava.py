@@ -1,8 +1,11 @@
 """Parity for PLLaVA-pooled LLaVA-NeXT "Video-FT" checkpoints, which have no HF video path.
 
-Oracle: `pllava_reference_video_features` (PLLaVA's projector-then-adaptive-pool path on the HF
-modules) for the video tokens, and the HF `LlavaForConditionalGeneration` run on `inputs_embeds`
-into which those features are spliced at the `<image>` rows of independently built input ids.
+Oracle, built from the raw inputs only (the frames array and the prompt as a PLLaVA user writes
+it, `USER: <image>\n... ASSISTANT:`): HF's `CLIPImageProcessor` on every frame, PLLaVA's recipe
+written out here (`pllava_recipe_features`: CLIP layer -2 without CLS -> projector -> adaptive 3D
+average pool) on the HF modules, and the HF `LlavaForConditionalGeneration` (loaded on its own)
+run on `inputs_embeds` into which those features are spliced at the `<image>` rows of input ids
+built by hand. `pllava_reference_video_features` (tl_video.testing) is checked against it too.
 """
 
 from __future__ import annotations
@@ -13,15 +16,20 @@ import shutil
 
 import pytest
 import torch
+from torch import nn
+from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
 
 import tl_video
 from tests.conftest import random_video
+from tests.oracles import max_diff, reference_model, reference_processor
 from tests.tolerances import LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import pllava_reference_video_features, save_tiny_pllava
 
 PROMPT = "What happens in the video?"
+# The same prompt as a PLLaVA user writes it (Vicuna-v1 conversation, video as <image>).
+PLLAVA_TEXT = f"<s>USER: <image>\n{PROMPT} ASSISTANT:"
 # name -> builder options. "default" pools the 4 frames x 4x4 grid to [4, 2, 2] (the processor's own
 # count); "overlapping" pools to [3, 3, 3] (adaptive windows overlap in time and space, and the
 # placeholder count differs from the processor's); "time_halved" pools 4 frames to 2.
@@ -38,15 +46,30 @@ def checkpoints(tmp_path_factory):
     return {name: save_tiny_pllava(root / name, **options) for name, options in VARIANTS.items()}
 
 
-def load_pair(folder, **kwargs):
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder, keep_hf_model=True, **kwargs)
-    hf = model.hf_model[0]
-    hf.set_attn_implementation("eager")
-    return model, hf
+def load_pair(folder):
+    """(ours, HF LlavaForConditionalGeneration loaded on its own, HF's tokenizer of the folder)."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    hf = reference_model(folder, hf_class=LlavaForConditionalGeneration)
+    return model, hf, reference_processor(folder).tokenizer
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
+def clip_pixels(hf, frames) -> torch.Tensor:
+    """[1, T, 3, S, S]: HF's CLIP image processor (resize shortest edge, centre crop, CLIP mean/std) per frame."""
+    side = hf.config.vision_config.image_size
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    return processor(images=list(frames.copy()), return_tensors="pt")["pixel_values"][None]
+
+
+@torch.no_grad()
+def pllava_recipe_features(hf, pixels: torch.Tensor) -> torch.Tensor:
+    """[T' * h' * w', d_model]: PLLaVA's video path (PllavaMultiModalProjector) on the HF modules."""
+    frames = pixels.shape[1]
+    hidden = hf.model.vision_tower(pixels[0], output_hidden_states=True).hidden_states[hf.config.vision_feature_layer]
+    projected = hf.model.multi_modal_projector(hidden[:, 1:])  # CLS dropped; project, then pool
+    side = math.isqrt(projected.shape[1])
+    video = projected.reshape(frames, side, side, -1).permute(3, 0, 1, 2)[None]  # [1, d, T, h, w]
+    pooled = nn.functional.adaptive_avg_pool3d(video, tuple(hf.config.pooling_shape))
+    return pooled[0].permute(1, 2, 3, 0).reshape(-1, projected.shape[-1])  # (t, h, w) order
 
 
 def reference_ids(tokenizer, text: str, image_token_id: int, n_video: int) -> torch.Tensor:
@@ -58,11 +81,10 @@ def reference_ids(tokenizer, text: str, image_token_id: int, n_video: int) -> to
     return torch.cat([ids[:at], torch.full((n_video,), image_token_id), ids[at + 1 :]])
 
 
-def spliced_inputs(hf, processor, prepared):
+def spliced_inputs(hf, tokenizer, frames):
     """(ids, oracle video features, HF inputs_embeds with the features scattered into the <image> rows)."""
-    pixels = processor(text=prepared.text, videos=[prepared.frames], return_tensors="pt")["pixel_values_videos"]
-    features = pllava_reference_video_features(hf, pixels, hf.config.pooling_shape)[0]
-    ids = reference_ids(processor.tokenizer, prepared.text, hf.config.image_token_id, features.shape[0])
+    features = pllava_recipe_features(hf, clip_pixels(hf, frames))
+    ids = reference_ids(tokenizer, PLLAVA_TEXT, hf.config.image_token_id, features.shape[0])
     with torch.no_grad():
         embeds = hf.get_input_embeddings()(ids)[None]
         mask = (ids == hf.config.image_token_id)[None, :, None].expand_as(embeds)
@@ -72,10 +94,13 @@ def spliced_inputs(hf, processor, prepared):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
-    model, hf = load_pair(checkpoints[variant])
-    prepared = model.prepare(video=random_video(21), prompt=PROMPT)
-    ids, _, embeds = spliced_inputs(hf, model.processor, prepared)
+    model, hf, tokenizer = load_pair(checkpoints[variant])
+    frames = random_video(21)
+    ids, _, embeds = spliced_inputs(hf, tokenizer, frames)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    text = ids != hf.config.image_token_id
     assert prepared.tokens.shape[1] == ids.shape[0]
+    assert torch.equal(prepared.tokens[0, text], ids[text]), "text tokens differ from the PLLaVA prompt's"
     with torch.no_grad():
         reference = hf(inputs_embeds=embeds, output_hidden_states=True, output_attentions=True)
         logits, cache = model.run_with_cache(prepared.tokens)
@@ -92,18 +117,22 @@ def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_video_tokens_equal_the_reference_features(checkpoints, variant):
-    model, hf = load_pair(checkpoints[variant])
-    prepared = model.prepare(video=random_video(22), prompt=PROMPT)
-    _, expected, _ = spliced_inputs(hf, model.processor, prepared)
+    model, hf, tokenizer = load_pair(checkpoints[variant])
+    frames = random_video(22)
+    _, expected, _ = spliced_inputs(hf, tokenizer, frames)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    library_oracle = pllava_reference_video_features(hf, clip_pixels(hf, frames), hf.config.pooling_shape)[0]
+    assert max_diff(library_oracle, expected) == 0.0
     _, cache = model.run_with_cache(prepared.tokens, names_filter="hook_video_embed")
     assert expected.shape[0] == math.prod(hf.config.pooling_shape)
     assert max_diff(cache["hook_video_embed"][0], expected) == 0.0
 
 
 def test_greedy_generation_matches_hf(checkpoints):
-    model, hf = load_pair(checkpoints["overlapping"])
-    prepared = model.prepare(video=random_video(23), prompt=PROMPT)
-    _, _, embeds = spliced_inputs(hf, model.processor, prepared)
+    model, hf, tokenizer = load_pair(checkpoints["overlapping"])
+    frames = random_video(23)
+    _, _, embeds = spliced_inputs(hf, tokenizer, frames)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
     with torch.no_grad():
         expected = hf.generate(inputs_embeds=embeds, max_new_tokens=8, do_sample=False, min_new_tokens=8)
     ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
@@ -113,7 +142,7 @@ def test_greedy_generation_matches_hf(checkpoints):
 @pytest.mark.parametrize("variant", ["default", "overlapping"])
 def test_layout_matches_an_independent_reconstruction(checkpoints, variant):
     """Video rows, pooled-frame spans and (t, h, w) grid rebuilt from hand-expanded ids."""
-    model, hf = load_pair(checkpoints[variant])
+    model, hf, _ = load_pair(checkpoints[variant])
     question, options = "Where did the red ball roll?", ["under the bed", "out the door"]
     prepared = model.prepare(video=random_video(24), prompt=multiple_choice_prompt(question, options, 1),
                              answer_prefix="Best option:(")

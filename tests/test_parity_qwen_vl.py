@@ -1,4 +1,9 @@
-"""Parity with HF Qwen2.5-VL and Qwen3-VL on the same video input, and their token layouts.
+"""Parity with HF Qwen2.5-VL and Qwen3-VL, and their token layouts.
+
+The reference is HF alone, fed from the raw inputs (the frames array and the prompt as written,
+through the checkpoint's own processor and chat template; tests/oracles.py), with the processor
+options a user passes for pre-decoded frames (Qwen3-VL: `do_sample_frames=False`; real timing:
+`video_metadata`).
 
 Positions: at the processor's default timing (no `video_metadata`: 2/24 s per tubelet) HF
 transformers 5.24 computes the reference M-RoPE positions itself, so it runs unassisted. For a slow
@@ -22,7 +27,8 @@ from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
 from tests.conftest import random_video
 from tests.test_mrope_positions import SPLIT_TUBELETS, processor_kwargs, reference_positions, use_frame_rate
-from tests.tolerances import EXACT, LOGITS_FP32, LOGITS_HALF, PATTERN_FP32, RESIDUAL_FP32
+from tests.oracles import assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
+from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 
 PROMPT = "What happens in the video?"
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
@@ -40,34 +46,34 @@ def folders(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pairs(folders):
-    pairs = {}
-    for name, folder in folders.items():
-        model = tl_video.HookedVideoTransformer.from_pretrained(folder, keep_hf_model=True)
-        model.hf_model[0].set_attn_implementation("eager")
-        pairs[name] = (model, model.hf_model[0])
-    return pairs
+    """family -> (ours, HF reference model, HF reference processor), each loaded on its own."""
+    return {
+        name: (tl_video.HookedVideoTransformer.from_pretrained(folder), reference_model(folder), reference_processor(folder))
+        for name, folder in folders.items()
+    }
 
 
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.float() - b.float()).abs().max().item()
-
-
-def hf_inputs(model, prepared, fps):
-    """The processor's outputs for the prepared text and frames; explicit positions where HF deviates."""
-    processed = dict(model.processor(
-        text=prepared.text, videos=[prepared.frames], return_tensors="pt",
-        **processor_kwargs(model, len(prepared.frames), fps),
-    ))
+def hf_inputs(model, hf, processor, frames, fps):
+    """HF's inputs from the raw frames and prompt; explicit reference positions where HF deviates."""
+    processed = hf_chat_inputs(processor, frames, PROMPT, **processor_kwargs(model, len(frames), fps))
     if (model.cfg.family, fps) in HF_POSITIONS_DEVIATE:
-        processed["position_ids"] = reference_positions_of(model, processed)[:, None]
+        processed["position_ids"] = reference_positions_of(hf, processed)[:, None]
     return processed
 
 
-def reference_positions_of(model, processed) -> torch.Tensor:
-    vision_config = model.hf_model[0].config.vision_config
+def prepare_with_reference(model, hf, processor, frames, fps):
+    processed = hf_inputs(model, hf, processor, frames, fps)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    assert_same_prompt(prepared.tokens, processed["input_ids"], model.frontend.video_token_id)
+    return prepared, processed
+
+
+def reference_positions_of(hf, processed) -> torch.Tensor:
+    vision_config = hf.config.vision_config
+    family = "qwen3_vl" if "Qwen3" in type(hf).__name__ else "qwen2_5_vl"
     return reference_positions(
         processed["mm_token_type_ids"][0], processed["video_grid_thw"], processed.get("second_per_grid_ts"),
-        getattr(vision_config, "tokens_per_second", 1.0), SPLIT_TUBELETS[model.cfg.family],
+        getattr(vision_config, "tokens_per_second", 1.0), SPLIT_TUBELETS[family],
     )
 
 
@@ -80,11 +86,10 @@ def hf_deepstack(hf, processed) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("family,fps", CASES)
 def test_logits_residuals_and_patterns_match_hf(pairs, monkeypatch, family, fps):
-    model, hf = pairs[family]
+    model, hf, processor = pairs[family]
     if fps is not None:
         use_frame_rate(monkeypatch, model, fps)
-    prepared = model.prepare(video=random_video(1), prompt=PROMPT)
-    processed = hf_inputs(model, prepared, fps)
+    prepared, processed = prepare_with_reference(model, hf, processor, random_video(1), fps)
     with torch.no_grad():
         reference = hf(**processed, output_hidden_states=True, output_attentions=True)
         logits, cache = model.run_with_cache(prepared.tokens)
@@ -107,9 +112,8 @@ def test_logits_residuals_and_patterns_match_hf(pairs, monkeypatch, family, fps)
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_video_tokens_and_deepstack_features_equal_hf(pairs, family):
-    model, hf = pairs[family]
-    prepared = model.prepare(video=random_video(2), prompt=PROMPT)
-    processed = hf_inputs(model, prepared, None)
+    model, hf, processor = pairs[family]
+    prepared, processed = prepare_with_reference(model, hf, processor, random_video(2), None)
     with torch.no_grad():
         expected = torch.cat(list(hf.get_video_features(
             pixel_values_videos=processed["pixel_values_videos"], video_grid_thw=processed["video_grid_thw"]
@@ -123,7 +127,7 @@ def test_video_tokens_and_deepstack_features_equal_hf(pairs, family):
 
 
 def test_editing_the_deepstack_injection_changes_the_logits(pairs):
-    model, _ = pairs["qwen3_vl"]
+    model = pairs["qwen3_vl"][0]
     prepared = model.prepare(video=random_video(3), prompt=PROMPT)
     with torch.no_grad():
         baseline = model(prepared.tokens)
@@ -133,7 +137,7 @@ def test_editing_the_deepstack_injection_changes_the_logits(pairs):
     assert max_diff(baseline, zeroed) > 1e-3
 
 
-def hf_greedy_with_positions(model, hf, processed, max_new_tokens: int) -> list[int]:
+def hf_greedy_with_positions(hf, processed, max_new_tokens: int) -> list[int]:
     """HF's argmax loop, recomputing the whole sequence with explicit reference positions each step."""
     inputs = {k: v for k, v in processed.items() if k not in ("position_ids", "pixel_values_videos")}
     with torch.no_grad():  # the vision tower once, as HF's own `mm_encoder_outputs` input allows
@@ -142,7 +146,7 @@ def hf_greedy_with_positions(model, hf, processed, max_new_tokens: int) -> list[
         )}
     new_tokens = []
     for _ in range(max_new_tokens):
-        inputs["position_ids"] = reference_positions_of(model, inputs)[:, None]
+        inputs["position_ids"] = reference_positions_of(hf, inputs)[:, None]
         with torch.no_grad():
             token = hf(**inputs).logits[0, -1].argmax()
         new_tokens.append(int(token))
@@ -154,17 +158,16 @@ def hf_greedy_with_positions(model, hf, processed, max_new_tokens: int) -> list[
 
 @pytest.mark.parametrize("family,fps", CASES)
 def test_greedy_generation_matches_hf(pairs, monkeypatch, family, fps):
-    model, hf = pairs[family]
+    model, hf, processor = pairs[family]
     if fps is not None:
         use_frame_rate(monkeypatch, model, fps)
-    prepared = model.prepare(video=random_video(4), prompt=PROMPT)
-    processed = hf_inputs(model, prepared, fps)
+    prepared, processed = prepare_with_reference(model, hf, processor, random_video(4), fps)
     if (family, fps) not in HF_POSITIONS_DEVIATE:
         with torch.no_grad():
             generated = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
         expected = generated[0, processed["input_ids"].shape[1]:].tolist()
     else:
-        expected = hf_greedy_with_positions(model, hf, processed, 8)
+        expected = hf_greedy_with_positions(hf, processed, 8)
     ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
     assert ours[0, prepared.tokens.shape[1]:].tolist() == expected
 
@@ -176,9 +179,9 @@ def test_layout_matches_an_independent_reconstruction(pairs, family):
     8 frames: 4 tubelets (Qwen3-VL's processor would keep only 4 frames, i.e. 2 tubelets, if the
     front end did not turn its frame sampling off). Qwen3-VL puts timestamp text between tubelets.
     """
-    model, _ = pairs[family]
+    model, _, processor = pairs[family]
     prepared = model.prepare(video=random_video(5, frames=8), prompt=PROMPT)
-    processed = model.processor(
+    processed = processor(
         text=prepared.text, videos=[prepared.frames], return_tensors="pt", **processor_kwargs(model, 8, None)
     )
     ids = processed["input_ids"][0].tolist()
@@ -205,7 +208,7 @@ def test_layout_matches_an_independent_reconstruction(pairs, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_multiple_choice_prompt_yields_question_and_option_segments(pairs, family):
-    model, _ = pairs[family]
+    model = pairs[family][0]
     question, options = "Where did the red ball roll?", ["under the bed", "out the door", "nowhere"]
     prepared = model.prepare(
         video=random_video(6), prompt=multiple_choice_prompt(question, options, 1), answer_prefix="Best option:("
@@ -226,20 +229,22 @@ def test_multiple_choice_prompt_yields_question_and_option_segments(pairs, famil
 
 def test_random_videos_of_odd_length_pad_the_last_tubelet(pairs):
     """5 frames become 3 tubelets (the processor repeats the last frame)."""
-    model, _ = pairs["qwen2_5_vl"]
+    model = pairs["qwen2_5_vl"][0]
     frames = np.concatenate([random_video(7), random_video(8, frames=1)])
     assert model.prepare(video=frames, prompt=PROMPT).layout.n_frames == 3
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_float16_matches_hf_in_the_same_dtype(folders, family):
-    """Video tokens, DeepStack features and positions survive a half-precision load."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folders[family], dtype=torch.float16, keep_hf_model=True)
-    hf = model.hf_model[0]
-    hf.set_attn_implementation("eager")
-    prepared = model.prepare(video=random_video(9), prompt=PROMPT)
-    with torch.no_grad():
-        ours = model(prepared.tokens)
-        reference = hf(**hf_inputs(model, prepared, None)).logits
-    assert ours.dtype == torch.float16
-    assert max_diff(ours, reference) <= LOGITS_HALF, f"{family}: {max_diff(ours, reference):.3f}"
+def test_half_precision_is_as_close_to_hf_float32_as_hf_itself(folders, pairs, family, dtype):
+    """Video tokens, DeepStack features and positions survive a half-precision load (two videos)."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(folders[family], dtype=dtype)
+    _, hf_fp32, processor = pairs[family]
+    hf_half = reference_model(folders[family], dtype)
+    for seed in (9, 10):
+        prepared, processed = prepare_with_reference(model, hf_fp32, processor, random_video(seed), None)
+        with torch.no_grad():
+            ours = model(prepared.tokens)
+            half, exact = hf_half(**processed).logits, hf_fp32(**processed).logits
+        assert ours.dtype == dtype
+        assert_half_precision_close(ours, half, exact, where=f"{family}, video seed {seed}")
