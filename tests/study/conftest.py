@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tl_video.data.synthetic import generate_benchmark
 from tl_video.model.hooked_video_transformer import HookedVideoTransformer
@@ -19,7 +20,13 @@ TOY_MODEL = "tl-video/toy-temporal"
 
 @pytest.fixture(scope="session")
 def toy_model() -> HookedVideoTransformer:
-    """The built-in trained model (6 layers, answers the synthetic tasks at 98-100%)."""
+    """The built-in trained model (6 layers, answers the synthetic tasks at 98-100%).
+
+    Torch runs on one thread from here on: on a 1.3M-parameter model a second thread only adds
+    synchronisation, and on a busy machine it makes each forward 10-20x slower (as `tl-video` does
+    for the built-in model).
+    """
+    torch.set_num_threads(1)
     return HookedVideoTransformer.from_pretrained(TOY_MODEL)
 
 
