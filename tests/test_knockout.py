@@ -14,7 +14,7 @@ from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing.tiny_llava_onevision import save_tiny_llava_onevision
 from tests.conftest import random_video
 
-KNOCKOUT_PROBABILITY = 1e-5  # DESIGN.md: ours vs the reference method, in probability
+KNOCKOUT_PROBABILITY = 1e-5  # the project's bar (README): ours vs the reference method, in probability
 QUESTION = multiple_choice_prompt("Where does the square go?", ["left", "right", "up", "down"], answer_index=1)
 
 

@@ -1,6 +1,6 @@
 """Every numerical tolerance of the suite, each with its reason."""
 
-# fp32 parity with HF on the same input: DESIGN.md's bar for logits (logit scale ~1).
+# fp32 parity with HF on the same input: the project's bar for logits (logit scale ~1).
 LOGITS_FP32 = 1e-4
 # Residual stream and attention patterns, fp32: same arithmetic in another summation order.
 RESIDUAL_FP32 = 1e-4

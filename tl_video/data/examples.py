@@ -2,7 +2,7 @@
 
 Every dataset reader (TVBench, TOMATO, our JSONL, the synthetic benchmark) produces
 :class:`VideoQAExample` records, so prompts and analyses never see a dataset's own format.
-Multiple choice is the paper's setting (METHODS.md, "Data"): options are shown as "(A) ...",
+Multiple choice is the paper's setting (docs/methods.md, "Data"): options are shown as "(A) ...",
 "(B) ..." and the answer is the letter of ``answer_index``. Open-ended examples have no options and
 no ``answer_index``.
 

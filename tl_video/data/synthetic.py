@@ -2,7 +2,7 @@
 
 Why: circuit analyses need examples whose ground truth is certain and whose answer depends on
 temporal order, without downloading a benchmark. The five tasks mirror the TVBench tasks of the
-information-flow study (METHODS.md, "Data"):
+information-flow study (docs/methods.md, "Data"):
 
 - ``moving_direction``: a shape crosses the frame left, right, up or down. Any single frame shows
   it somewhere along its path, which does not tell the direction.

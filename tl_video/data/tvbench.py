@@ -4,7 +4,7 @@ TVBench (Cores et al., 2024) follows MVBench's format: one JSON file per task, a
 ``{"video": ..., "question": ..., "candidates": [...], "answer": ..., "start"?: s, "end"?: s}``,
 where ``answer`` is a string equal to one of the candidates and ``video`` is relative to that
 task's video folder. The information-flow study analyses Action Antonym, Action Sequence, Moving
-Direction, Object Count and Scene Transition (METHODS.md, "Data").
+Direction, Object Count and Scene Transition (docs/methods.md, "Data").
 
 The reference loader silently labels a record whose answer matches no candidate with index -1;
 here that record is a problem. A record must have both ``start`` and ``end`` or neither.

@@ -14,7 +14,7 @@ see `rotary.mrope_axis_of_frequency` for which frequencies read which row). The 
 A video block is a run of consecutive bank ids of one registered video (ids `k, k+1, ...`), so
 Qwen3-VL's tubelets, separated by timestamp text, are separate blocks. transformers 5.24's
 Qwen2.5-VL instead continues after a video at `start + max(h, w) / merge`, ignoring the temporal
-extent (DESIGN.md §2); this module implements the reference, so parity checks pass these
+extent (docs/families.md); this module implements the reference, so parity checks pass these
 positions to HF explicitly.
 
 Padding (`attention_mask == 0`) gets position 0 in every row, as HF's `get_rope_index` gives, and

@@ -1,6 +1,6 @@
 """Video input: decoding and frame sampling, writing, and corruptions for activation patching.
 
-Data flows one way (DESIGN.md §3): video file -> :func:`read_video` -> ``uint8 [T, H, W, 3]``
+Data flows one way: video file -> :func:`read_video` -> ``uint8 [T, H, W, 3]``
 frames -> (optionally a corruption of the same shape) -> the model's front end.
 """
 

@@ -1,7 +1,7 @@
 """Decode a video file into the uint8 RGB frames a VideoLLM front end consumes.
 
 ``read_video`` is the single entry point from a file (or file object) to frames. It samples T
-frames at segment midpoints of a time window (METHODS.md, "Data"; see :mod:`tl_video.video.sampling`),
+frames at segment midpoints of a time window (docs/methods.md, "Data"; see :mod:`tl_video.video.sampling`),
 decodes them with decord and returns a :class:`DecodedVideo` that records exactly which frames were
 taken and when, so a result record can say what the model saw.
 
@@ -53,7 +53,7 @@ from tl_video.video.sampling import (
 __all__ = ["DecodedVideo", "read_video", "DEFAULT_NUM_FRAMES"]
 
 DEFAULT_NUM_FRAMES = 8
-"""T used by the information-flow study (METHODS.md) when neither ``num_frames`` nor ``fps`` is given."""
+"""T used by the information-flow study (docs/methods.md) when neither ``num_frames`` nor ``fps`` is given."""
 
 Sampling = Literal["midpoint", "mvbench"]
 

@@ -1,6 +1,6 @@
 """Which frames of a video to decode: pure functions of (frame count, fps, window).
 
-The information-flow study (METHODS.md, "Data") samples T frames (8 by default) at the midpoints
+The information-flow study (docs/methods.md, "Data") samples T frames (8 by default) at the midpoints
 of T equal segments of the window [start, end] seconds. Here a frame ``i`` is displayed during
 ``[i / fps, (i + 1) / fps)``; the frame sampled for segment ``k`` is the one on screen at the
 segment's midpoint ``t_k = start + (k + 0.5) * (end - start) / T``. A video with fewer frames than
