@@ -30,6 +30,7 @@ def test_tokens_prepared_before_clear_are_refused_not_remapped(own_model):
 
 
 def test_ids_are_never_reused_after_clear(own_model):
+    own_model.video_bank.clear()
     first = own_model.prepare(video=random_video(42), prompt="What happens?")
     ids_before = set(first.tokens[0, first.layout.video_positions].tolist())
     own_model.video_bank.clear()

@@ -143,3 +143,47 @@ def test_property_any_token_tensor_runs_or_raises_a_clear_error(model, ids, dtyp
         text in message
         for text in ("out of range", "video bank", "dtype torch.", "integer token ids", "pad token", ">= 0")
     ), message
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("gpu", "device='gpu' is not a torch device"), ("cuda:99", "device='cuda:99'"), (3.5, "is not a torch device")],
+)
+def test_unknown_or_absent_device(tiny_checkpoint, device, message):
+    import tl_video
+
+    with pytest.raises(ValueError, match=message):
+        tl_video.HookedVideoTransformer.from_pretrained(tiny_checkpoint, device=device)
+
+
+def test_checkpoint_name_must_be_a_path_or_id():
+    import tl_video
+
+    with pytest.raises(TypeError, match="name_or_path must be a hub id or a folder path, got NoneType"):
+        tl_video.HookedVideoTransformer.from_pretrained(None)
+
+
+def test_to_tokens_refuses_unknown_padding_side_and_non_strings(model):
+    with pytest.raises(ValueError, match="padding_side='middle'; expected 'left' or 'right'"):
+        model.to_tokens(["a b c", "a"], padding_side="middle")
+    with pytest.raises(TypeError, match=r"non-empty list of strings, got list \(empty\)"):
+        model.to_tokens([])
+    with pytest.raises(TypeError, match=r"got list \['str', 'int'\]"):
+        model.to_tokens(["a", 3])
+
+
+def test_residual_directions_of_video_or_out_of_range_ids(model):
+    prepared = model.prepare(video=random_video(5), prompt="What happens?")
+    video_id = int(prepared.tokens[0, prepared.layout.video_positions[0]])
+    for ids in (video_id, [1, model.cfg.d_vocab], -1):
+        with pytest.raises(ValueError, match=r"text token ids in \[0, 262\) \(video tokens have no unembedding\)"):
+            model.tokens_to_residual_directions(ids)
+    assert model.tokens_to_residual_directions(3).shape == (model.cfg.d_model,)
+
+
+def test_non_finite_video_tokens_are_refused():
+    from tl_video.model.video_bank import VideoBank
+
+    bank = VideoBank(10, 2, torch.float16)
+    with pytest.raises(ValueError, match="contain NaN or inf"):
+        bank.register(torch.tensor([[1.0, float("nan")]]), torch.zeros(1, 3, dtype=torch.long))

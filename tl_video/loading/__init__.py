@@ -18,7 +18,7 @@ from tl_video.loading.checkpoint import (
 from tl_video.loading.llama_weights import fill_absent_biases
 from tl_video.loading.lora import merge_lora_adapter
 from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
-from tl_video.model.config import AttentionImplementation, VideoTransformerConfig, resolve_dtype
+from tl_video.model.config import AttentionImplementation, VideoTransformerConfig, resolve_device, resolve_dtype
 
 __all__ = ["CheckpointError", "FAMILIES", "load_pretrained", "supported_architectures"]
 
@@ -42,6 +42,9 @@ def load_pretrained(
     `lora_adapter` (a PEFT LoRA folder or hub id) is merged into the language model first.
     """
     dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__} {name_or_path!r}")
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
     check_remote_code(folder, config, trust_remote_code)

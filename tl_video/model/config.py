@@ -33,6 +33,25 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     )
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """A torch device that exists on this machine (None stays None); otherwise one line saying why."""
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={device!r}: CUDA is not available on this machine (torch sees no GPU); use 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}: Apple MPS is not available on this machine; use 'cpu'")
+    return resolved
+
+
 @dataclass
 class VideoTransformerConfig(TransformerLensConfig):
     """A decoder-only, pre-norm, rotary, SwiGLU language backbone (Llama / Qwen / Vicuna)."""

@@ -270,6 +270,13 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
         tokens = torch.as_tensor(tokens, device=self.W_U.device)
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or (
+            tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < self.cfg.d_vocab)
+        ):
+            raise ValueError(
+                f"tokens_to_residual_directions takes text token ids in [0, {self.cfg.d_vocab}) (video tokens have no "
+                f"unembedding), got {tokens.dtype} ids {tokens.flatten()[:4].tolist()}"
+            )
         directions = (self.W_U * self.ln_final.w[:, None])[:, tokens]
         return directions.movedim(0, -1) if directions.ndim > 1 else directions
 

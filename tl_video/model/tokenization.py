@@ -26,7 +26,14 @@ class TokenizationMixin:
         `prepend_bos` defaults to `cfg.default_prepend_bos`; a batch is padded on `padding_side`.
         """
         tokenizer = self._require_tokenizer()
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}; expected 'left' or 'right'")
         texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError(
+                f"to_tokens takes a string or a non-empty list of strings, got {type(text).__name__} "
+                f"{[type(t).__name__ for t in texts][:4] if texts else '(empty)'}"
+            )
         prepend = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
         rows = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
         if prepend and tokenizer.bos_token_id is not None:

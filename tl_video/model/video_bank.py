@@ -120,6 +120,11 @@ class VideoBank(nn.Module):
             )
         if grid.shape != (embeddings.shape[0], 3):
             raise ValueError(f"grid must be [n_tokens={embeddings.shape[0]}, 3], got {tuple(grid.shape)}")
+        if embeddings.is_floating_point() and not bool(torch.isfinite(embeddings).all()):
+            raise ValueError(
+                f"the video's {embeddings.shape[0]} projected tokens contain NaN or inf (an overflow in the vision "
+                f"tower at {embeddings.dtype}?); load the model in float32 or bfloat16"
+            )
         n_tokens = embeddings.shape[0]
         for name, value in (extras or {}).items():
             if value.shape[0] != n_tokens:
