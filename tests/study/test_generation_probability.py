@@ -116,6 +116,9 @@ def test_curves_rise_and_figure_from_a_fixed_result():
     (finding,) = result.findings()
     assert finding.sentence.startswith("The true option's probability rises most from L2 to L3 (mean 0.35 → 0.85")
     assert finding.n == 2
+    (rows,) = result.tables().values()
+    assert [row["layer"] for row in rows] == ["L1", "L2", "L3"]
+    assert rows[2]["true option"].startswith("0.850 [") and rows[2]["n"] == 2
 
     fig = probability_by_layer(result)
     lines = [trace for trace in fig.data if trace.showlegend is not False]

@@ -158,6 +158,18 @@ class GenerationProbabilityResult:
         layer = int(np.argmax(steps)) + 1
         return layer, paired_permutation_p(true[:, layer], true[:, layer - 1], seed=self.seed)
 
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report's table: per readout and layer, the mean probability of the true and false options [95% CI]."""
+        rows = []
+        for readout in self.readouts:
+            curves = self.curves(readout)
+            for layer, (true, false) in enumerate(zip(curves["true option"], curves["false options"])):
+                rows.append({"readout": readout, "layer": f"L{layer + 1}",
+                             "true option": f"{true.mean:.3f} [{true.low:.3f}, {true.high:.3f}]",
+                             "false options (mean)": f"{false.mean:.3f} [{false.low:.3f}, {false.high:.3f}]",
+                             "n": true.n})
+        return {"Answer-letter probability by layer (pooled over tasks)": rows}
+
     def findings(self) -> list[Finding]:
         """Where the true option's probability rises, per readout (pooled over tasks)."""
         out = []
