@@ -101,3 +101,29 @@ def test_bad_options_fail_in_one_line():
         PatchingOptions(corruptions=({"name": "revers"},))
     with pytest.raises(ValueError, match="min_gap must be a number >= 0"):
         PatchingOptions(min_gap=-1)
+
+
+def test_heatmap_shows_the_mean_recovery_centred_at_zero_with_counts():
+    from tl_video.analyses.records import RunHeader
+    from tl_video.plots.patching import figures, recovery_heatmap
+
+    options = PatchingOptions(corruptions=({"name": "reverse"},), layers=(0, 1))
+    header = RunHeader(analysis="patching", model_id="fixed", model_config_hash="0", dataset="fixed", options=options.to_json(), seed=0)
+
+    def record(example_id, recovery, excluded=False):
+        return {"key": f"patching/reverse/{example_id}", "kind": "patching", "example_id": example_id, "task": "t",
+                "corruption": {"name": "reverse"}, "corruption_label": "reverse", "activation": "resid_pre",
+                "clean_letter": "A", "corrupted_letter": "B", "corrupted_letter_source": "dataset",
+                "clean_metric": 4.0, "corrupted_metric": 0.0 if not excluded else 3.5, "gap": 4.0 if not excluded else 0.5,
+                "excluded": excluded, "layers": None if excluded else [0, 1], "patched": None, "recovery": recovery}
+
+    result = PatchingResult(header=header, records=[
+        record("a", [[1.0, 0.0], [0.5, -0.25]]), record("b", [[0.0, 0.0], [0.5, -0.75]]), record("c", None, excluded=True),
+    ])
+    fig = recovery_heatmap(result, "reverse")
+    (heatmap,) = fig.data
+    assert heatmap.z.tolist() == [[0.5, 0.0], [0.5, -0.5]] and list(heatmap.y) == ["L1", "L2"] and list(heatmap.x) == ["1", "2"]
+    assert (heatmap.zmid, heatmap.zmin, heatmap.zmax) == (0, -1.0, 1.0)
+    note = fig.layout.annotations[0].text
+    assert "n = 2 examples, 1 excluded" in note and "clean +4.00, corrupted +0.00" in note
+    assert list(figures(result)) == ["patching_reverse"]
