@@ -29,6 +29,10 @@ from tl_video.frontend.base import VideoFeatures, VideoFrontEnd
 
 class VideoLlama3FrontEnd(VideoFrontEnd):
     family = "videollama3"
+    # The processor writes "Time t s:" before each frame's tokens and "," between frames; each
+    # belongs to the group of the frame that follows it (as in the reference analyses), so a
+    # cross-frame knockout leaves no text path between frames.
+    inserted_text = "next_frame"
 
     def __init__(
         self,

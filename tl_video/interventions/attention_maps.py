@@ -1,4 +1,4 @@
-"""Attention from chosen query tokens to the video, as frames x rows x cols (METHODS.md, "Attention maps")."""
+"""Attention from chosen query tokens to the video, as frames x rows x cols (docs/methods.md, "Attention maps")."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def video_attention_map(
     layers = checked_layers(layers, n_layers, "attention map")
     layout = prepared.layout
     queries = layout.positions(query, role="attention query")
-    keys = layout.positions("video")
+    keys = layout.positions("video_tokens")
     if queries.numel() == 0 or keys.numel() == 0:
         raise ValueError(f"query group {query!r} or the video selects no token")
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
@@ -81,7 +81,7 @@ def query_attention_to_video(
     n_layers = model.cfg.n_layers
     layers = checked_layers(layers, n_layers, "attention map")
     layout = prepared.layout
-    queries, keys = layout.positions(query), layout.positions("video")
+    queries, keys = layout.positions(query, role="attention query"), layout.positions("video_tokens")
     if queries.numel() == 0 or keys.numel() == 0:
         raise ValueError(f"query group {query!r} or the video selects no token")
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}

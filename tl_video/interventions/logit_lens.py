@@ -1,4 +1,4 @@
-"""Logit lens for VideoLLMs (METHODS.md, "Generation probability by layer", "Logit lens on video tokens").
+"""Logit lens for VideoLLMs (docs/methods.md, "Generation probability by layer", "Logit lens on video tokens").
 
 `option_probabilities_by_layer` reads each layer's residual output at the last position as a
 distribution over the vocabulary and keeps the answer letters: the "true option's probability
@@ -98,7 +98,7 @@ def video_token_top_k(
         names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
         points = tuple(f"output of L{layer + 1}" for layer in range(n_layers))
     _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
-    positions = prepared.layout.positions("video")
+    positions = prepared.layout.positions("video_tokens")
     if positions.numel() == 0:
         raise ValueError("this input has no video tokens")
     residuals = torch.stack([cache[name][0, positions.to(cache[name].device)] for name in names])

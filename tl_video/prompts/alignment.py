@@ -28,20 +28,7 @@ def token_spans(
     char_spans: dict[str, tuple[int, int]],
 ) -> dict[str, Span]:
     """Token spans (in `processed_ids`) of each named character span of `rendered`."""
-    encoded = tokenizer(rendered, return_offsets_mapping=True)
-    ids = list(encoded["input_ids"])
-    offsets = [tuple(pair) for pair in encoded["offset_mapping"]]
-    processed = processed_ids.tolist()
-    if ids.count(placeholder_id) != 1:
-        raise ValueError(f"the rendered prompt must tokenize to one video placeholder, found {ids.count(placeholder_id)}")
-    at = ids.index(placeholder_id)
-    suffix = ids[at + 1 :]
-    if processed[:at] != ids[:at] or processed[len(processed) - len(suffix) :] != suffix:
-        raise ValueError(
-            "the processor changed the text tokens around the video placeholder; cannot place the "
-            "prompt's segments (does the processor insert text of its own?)"
-        )
-    shift = len(processed) - len(ids)
+    ids, offsets, at, shift = _align(tokenizer, rendered, processed_ids, placeholder_id)
     spans: dict[str, Span] = {}
     video_start, video_end = offsets[at]
     for name, (char_start, char_end) in char_spans.items():
@@ -60,3 +47,28 @@ def token_spans(
         first, last = (first + shift if first > at else first), (last + shift if last > at else last)
         spans[name] = Span(first, last + 1)
     return spans
+
+
+def placeholder_run(tokenizer: Any, rendered: str, processed_ids: torch.Tensor, placeholder_id: int) -> Span:
+    """The span of `processed_ids` that the processor put in place of the one video placeholder
+    (video tokens plus any text it inserts there, e.g. VideoLLaMA3's per-frame timestamps)."""
+    _, _, at, shift = _align(tokenizer, rendered, processed_ids, placeholder_id)
+    return Span(at, at + shift + 1)
+
+
+def _align(tokenizer: Any, rendered: str, processed_ids: torch.Tensor, placeholder_id: int):
+    """(ids, offsets, placeholder index, run length - 1) after checking the text around the run is unchanged."""
+    encoded = tokenizer(rendered, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    offsets = [tuple(pair) for pair in encoded["offset_mapping"]]
+    processed = processed_ids.tolist()
+    if ids.count(placeholder_id) != 1:
+        raise ValueError(f"the rendered prompt must tokenize to one video placeholder, found {ids.count(placeholder_id)}")
+    at = ids.index(placeholder_id)
+    suffix = ids[at + 1 :]
+    if processed[:at] != ids[:at] or processed[len(processed) - len(suffix) :] != suffix:
+        raise ValueError(
+            "the processor changed the text tokens around the video placeholder; cannot place the "
+            "prompt's segments (does the processor insert text of its own?)"
+        )
+    return ids, offsets, at, len(processed) - len(ids)

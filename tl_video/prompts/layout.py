@@ -8,13 +8,17 @@ front end emits them; for tubelet models one "frame" index is one tubelet (2 fra
 Selectors are the only way the rest of the library names positions, and this module is the one
 place they are resolved (`TokenLayout.positions`). A selector names a set of positions:
 
-    atom     := all | last | video | text | question | question_without_options | option[B]
+    atom     := all | last | video | video_tokens | text | question | question_without_options | option[B]
               | true_option | false_options | answer_prompt | system | <any other segment name>
-              | frame[i] | frame[a:b]            (video tokens of frame i / frames a..b-1)
+              | frame[i] | frame[a:b]            (the group of frame i / of frames a..b-1)
               | pos[i, j, ...] | pos[a:b]        (explicit sequence positions; negative counts from the end)
     unary    := atom | ( expr ) | ~unary | not unary          (complement within the input)
     inter    := unary { & unary }                             (intersection)
     expr     := inter { | inter  or  + inter  or  - inter }   (union, union, difference; left to right)
+
+`video` is every frame's group: its video tokens plus any text the processor put inside the
+video (VideoLLaMA3's "Time t s:" prefixes and separators, which belong to their frame);
+`video_tokens` is the video tokens alone; `text` is everything outside `video`.
 
 e.g. `video | question`, `all - video`, `~(video + last)`, `not text`, `frame[0:4] - pos[-3:]`.
 Every result is sorted and without repeats. A selector that is not a string, names nothing, or
@@ -24,6 +28,7 @@ given to (knockout, patching, attention maps, `positions`).
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from dataclasses import dataclass
@@ -71,7 +76,7 @@ _TOKEN = re.compile(rf"\s*(?:(?P<op>[|+\-&~()])|(?P<word>{_ATOM}))")
 _INDEXED = re.compile(r"^(?P<name>frame|pos)\[(?P<inside>[^\]]*)\]$")
 _SLICE = re.compile(r"^\s*(?P<start>-?\d*)\s*:\s*(?P<stop>-?\d*)\s*$")
 _INDEX_LIST = re.compile(r"^\s*-?\d+\s*(?:,\s*-?\d+\s*)*,?\s*$")
-_BUILTINS = ("all", "last", "video", "text", "frame[i]", "frame[a:b]", "pos[i,j,...]", "pos[a:b]")
+_BUILTINS = ("all", "last", "video", "video_tokens", "text", "frame[i]", "frame[a:b]", "pos[i,j,...]", "pos[a:b]")
 _OPERATORS = "combine with | or + (union), - (difference), & (intersection), ~ or not (complement), ( )"
 
 
@@ -86,13 +91,21 @@ class TokenLayout:
     frame_unit: str = "frame"
     true_option: str | None = None  # letter of the correct option, when the input is multiple choice
     option_letters: tuple[str, ...] = ()
+    # Per frame, text the processor inserted into the video run that belongs to that frame's group
+    # (VideoLLaMA3's "Time t s:" prefix and the "," before it); empty for most families.
+    frame_text: tuple[tuple[int, ...], ...] = ()
 
     @property
     def n_frames(self) -> int:
         return 1 + max((frame for frame, _, _ in self.video_grid), default=-1)
 
     def frame_positions(self, frame: int) -> Int[torch.Tensor, "n"]:
+        """The video tokens of one frame (without its inserted text; `frame[i]` includes that)."""
         return torch.tensor([p for p, (f, _, _) in zip(self.video_positions, self.video_grid) if f == frame], dtype=torch.long)
+
+    def _frame_group(self, frames: set[int]) -> set[int]:
+        tokens = {p for p, (f, _, _) in zip(self.video_positions, self.video_grid) if f in frames}
+        return tokens | {p for f, positions in enumerate(self.frame_text) if f in frames for p in positions}
 
     def positions(self, selector: str, role: str | None = None) -> Int[torch.Tensor, "n"]:
         """Sorted sequence indices named by a selector (grammar in the module docstring).
@@ -123,7 +136,7 @@ class TokenLayout:
         text = selector.strip()
         if not text:
             raise SelectorError(f"empty selector; valid: {', '.join(self.valid_selectors())}")
-        if text in self.segments or text in ("all", "last", "video", "text", "true_option", "false_options"):
+        if text in self.segments or text in ("all", "last", "video", "video_tokens", "text", "true_option", "false_options"):
             return self._atom(text)
         return _Parser(text, self).parse()
 
@@ -133,9 +146,11 @@ class TokenLayout:
         if name == "last":
             return {self.n_tokens - 1}
         if name == "video":
+            return set(self.video_positions).union(*self.frame_text)
+        if name == "video_tokens":
             return set(self.video_positions)
         if name == "text":
-            return set(range(self.n_tokens)) - set(self.video_positions)
+            return set(range(self.n_tokens)) - self._atom("video")
         if name in ("true_option", "false_options"):
             return self._options(true=name == "true_option")
         if name in self.segments:
@@ -168,7 +183,7 @@ class TokenLayout:
             frames = [index % n]
         else:
             raise SelectorError(f"frame[{inside}]: write frame[i] or frame[a:b] with integers")
-        return {p for p, (f, _, _) in zip(self.video_positions, self.video_grid) if f in set(frames)}
+        return self._frame_group(set(frames))
 
     def _pos(self, inside: str) -> set[int]:
         n = self.n_tokens
@@ -209,7 +224,7 @@ class TokenLayout:
         for name in sorted(set(self.segments) | set(other.segments)):
             if self.segments.get(name) != other.segments.get(name):
                 raise ValueError(f"layouts differ at segment {name!r}: {self.segments.get(name)} vs {other.segments.get(name)}")
-        if self.video_positions != other.video_positions or self.video_grid != other.video_grid:
+        if (self.video_positions, self.video_grid, self.frame_text) != (other.video_positions, other.video_grid, other.frame_text):
             raise ValueError("layouts differ in their video tokens (positions or (frame, row, col) grid)")
 
     def __repr__(self) -> str:
@@ -286,22 +301,45 @@ def layout_from_tokens(
     text_segments: dict[str, Span] | None = None,
     true_option: str | None = None,
     option_letters: tuple[str, ...] = (),
+    video_run: Span | None = None,
+    inserted_text: str | None = None,
 ) -> TokenLayout:
-    """Build the layout from token ids and the front end's grid (never from decoded text)."""
+    """Build the layout from token ids and the front end's grid (never from decoded text).
+
+    `video_run` is the span the processor put in place of the placeholder. With
+    `inserted_text="next_frame"` (VideoLLaMA3), every non-video token of the run (a frame's
+    "Time t s:" prefix, the "," separator before it) joins the group of the next frame's tokens,
+    so `frame[i]` and `video` include it and no text leaks across a cross-frame cut.
+    """
     n_tokens = int(tokens.shape[0])
     video_positions = torch.nonzero(video_mask).flatten().tolist()
     segments: dict[str, Span] = {}
+    grid = [tuple(int(v) for v in row) for row in video_grid.tolist()] if video_positions else []
+    n_frames = 1 + max((f for f, _, _ in grid), default=-1)
+    frame_text: list[list[int]] = [[] for _ in range(n_frames)]
+    if inserted_text not in (None, "next_frame"):
+        raise ValueError(f"inserted_text={inserted_text!r}; valid: None, 'next_frame'")
+    if inserted_text == "next_frame" and video_run is not None and video_positions:
+        is_video = set(video_positions)
+        for position in range(video_run.start, video_run.end):
+            if position not in is_video:
+                following = bisect.bisect_right(video_positions, position)  # the next video token
+                frame_text[grid[following][0] if following < len(grid) else n_frames - 1].append(position)
+    if any(frame_text):
+        frame_text_tuple = tuple(tuple(positions) for positions in frame_text)
+    else:
+        frame_text_tuple = ()
     if video_positions:
-        first, last = video_positions[0], video_positions[-1] + 1
+        groups = {frame: sorted({p for p, (f, _, _) in zip(video_positions, grid) if f == frame} | set(frame_text[frame]))
+                  for frame in range(n_frames)}
+        first = min(group[0] for group in groups.values() if group)
+        last = max(group[-1] for group in groups.values() if group) + 1
         segments["before_video"] = Span(0, first)
         segments["video"] = Span(first, last)
         segments["after_video"] = Span(last, n_tokens)
-        grid = [tuple(int(v) for v in row) for row in video_grid.tolist()]
-        for frame in sorted({f for f, _, _ in grid}):
-            frame_positions = [p for p, (f, _, _) in zip(video_positions, grid) if f == frame]
-            segments[f"frame_{frame}"] = Span(frame_positions[0], frame_positions[-1] + 1)
-    else:
-        grid = []
+        for frame, group in groups.items():
+            if group:
+                segments[f"frame_{frame}"] = Span(group[0], group[-1] + 1)
     segments.update(text_segments or {})
     segments["last"] = Span(n_tokens - 1, n_tokens)
     return TokenLayout(
@@ -312,4 +350,5 @@ def layout_from_tokens(
         frame_unit=frame_unit,
         true_option=true_option,
         option_letters=option_letters,
+        frame_text=frame_text_tuple,
     )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tl_video.model.video_bank import content_key
-from tl_video.prompts.alignment import token_spans
+from tl_video.prompts.alignment import placeholder_run, token_spans
 from tl_video.prompts.layout import layout_from_tokens
 from tl_video.prompts.prepared import PreparedInput
 from tl_video.prompts.paper import check_prompt_style, paper_multiple_choice_prompt, render_paper_prompt
@@ -133,7 +133,9 @@ def prepare_input(
     placeholder_id = processor.tokenizer.convert_tokens_to_ids(frontend.video_placeholder)
     segments = token_spans(processor.tokenizer, text, input_ids, placeholder_id, char_spans)
     layout = layout_from_tokens(
-        tokens, is_placeholder, features.grid, frontend.frame_unit, segments, prompt.true_option, prompt.option_letters
+        tokens, is_placeholder, features.grid, frontend.frame_unit, segments, prompt.true_option, prompt.option_letters,
+        video_run=placeholder_run(processor.tokenizer, text, input_ids, placeholder_id),
+        inserted_text=getattr(frontend, "inserted_text", None),  # e.g. VideoLLaMA3's timestamps join their frame
     )
     return PreparedInput(
         tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames, prompt_style=prompt_style
