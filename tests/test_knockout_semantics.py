@@ -262,3 +262,262 @@ def test_spec_json_round_trip_keeps_new_block_kinds():
     # the original format (no "kind") still reads
     old = {"label": "", "allow_empty_groups": False, "blocks": [{"source": "video", "target": "last", "layers": [0]}]}
     assert KnockoutSpec.from_json(old) == KnockoutSpec.of([("video", "last")], [0])
+
+
+# --------------------------------------------------------------------------- generation under knockout
+def hand_blocked(layout, edges, length):
+    """[length, length] blocked (query, key) pairs built with plain loops: prompt rows from the
+    (source=keys, target=queries) edges; rows past the prompt copy the last prompt row's prompt keys."""
+    n = layout.n_tokens
+    blocked = torch.zeros(length, length, dtype=torch.bool)
+    for source, target in edges:
+        for q in layout.positions(target).tolist():
+            for k in layout.positions(source).tolist():
+                blocked[q, k] = True
+    for q in range(n, length):
+        for k in range(n):
+            blocked[q, k] = blocked[n - 1, k]
+    return blocked
+
+
+def test_generated_rows_inherit_the_last_prompt_row_and_new_keys_stay_open(biased_model, prepared):
+    model = biased_model
+    n, n_layers = prepared.layout.n_tokens, model.cfg.n_layers
+    edges = [("video", "last"), ("last", "last"), ("question", "last")]
+    hooks = knockout_hooks(KnockoutSpec.of(edges, range(n_layers)), prepared.layout, n_layers)
+    generated = model.generate(prepared.tokens, max_new_tokens=3, stop_at_eos=False)
+    with model.hooks(fwd_hooks=hooks):
+        cached = model.generate(prepared.tokens, max_new_tokens=3, stop_at_eos=False)
+        uncached = model.generate(prepared.tokens, max_new_tokens=3, stop_at_eos=False, use_past_kv_cache=False)
+    assert cached.tolist() == uncached.tolist()
+    # step by step with the cache, the logits of every generated row ...
+    cache = KeyValueCache.empty(n_layers)
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        steps = [model(cached[:, :n], past_kv_cache=cache)[0, -1]]
+        steps += [model(cached[:, i : i + 1], past_kv_cache=cache)[0, -1] for i in range(n, cached.shape[1] - 1)]
+    # ... equal one forward over prompt + generated tokens with the hand-built mask
+    sequence = cached[:, :-1]
+    expected = hand_blocked(prepared.layout, edges, sequence.shape[1])
+    assert expected[n:, prepared.layout.positions("video")].all() and not expected[n:, n:].any()
+
+    def hand_hooks(blocked):
+        return [(f"blocks.{l}.attn.hook_attn_mask", lambda mask, hook: mask.masked_fill(blocked, torch.finfo(mask.dtype).min))
+                for l in range(n_layers)]
+
+    by_hand, _ = forward(model, sequence, hand_hooks(expected))
+    rows = list(range(n - 1, sequence.shape[1]))
+    difference = (torch.stack(steps) - by_hand[0, rows]).abs().max().item()
+    assert difference <= FUSED_VS_EAGER_FP32, difference
+    assert [int(step.argmax()) for step in steps] == cached[0, n:].tolist()
+    # the alternative (generated rows left open) gives other numbers: the test can tell them apart
+    open_rows = expected.clone()
+    open_rows[n:] = False
+    left_open, _ = forward(model, sequence, hand_hooks(open_rows))
+    assert (left_open[0, n:] - by_hand[0, n:]).abs().max() > 1e-3
+    assert generated.shape == cached.shape
+
+
+# --------------------------------------------------------------------------- edge accounting
+def tiny_layout():
+    """8 tokens: 0 text | 1,2 frame 0 | 3,4 frame 1 | 5,6 question | 7 last."""
+    from tl_video.prompts.layout import Span, layout_from_tokens
+
+    video_mask = torch.tensor([0, 1, 1, 1, 1, 0, 0, 0], dtype=torch.bool)
+    grid = torch.tensor([[0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1]])
+    return layout_from_tokens(torch.arange(8), video_mask, grid, text_segments={"question": Span(5, 7)})
+
+
+def test_edge_counts_by_hand_on_a_tiny_layout():
+    from tl_video.interventions.knockout import edge_counts
+
+    layout = tiny_layout()
+    spec = KnockoutSpec(blocks=(
+        EdgeBlock(source="video", target="question", layers=(0, 1)),  # queries 5,6 x keys 1..4: 8 pairs
+        EdgeBlock(source="last", target="last", layers=(0,)),  # (7,7): 1 pair
+        EdgeBlock(source="question", target="video", layers=(0, 1)),  # keys after queries: 0 causal pairs
+        EdgeBlock(source="video", target="last", layers=(1,)),  # (7, 1..4): 4 pairs
+        EdgeBlock(source="frame[1]", target="last", layers=(1,)),  # (7, 3..4): already counted
+    ))
+    counts = edge_counts(spec, layout, n_layers=3)
+    # baseline: 8 * 9 / 2 = 36 causal pairs per layer, 3 layers = 108
+    assert counts.baseline_per_layer == 36 and counts.baseline == 108
+    assert counts.suppressed_per_layer == (8 + 1, 8 + 4, 0)
+    assert counts.kept_per_layer == (27, 24, 36)
+    assert (counts.suppressed, counts.kept) == (21, 87)
+    assert counts.suppressed_fraction == pytest.approx(21 / 108) and counts.kept_fraction == pytest.approx(87 / 108)
+    assert "kept 87 of 108 (80.6%)" in repr(counts)
+    # keep only video->question in layer 0: every other causal pair (36 - 8) is blocked
+    keep = KnockoutSpec.keep_only([("video", "question")], [0])
+    assert edge_counts(keep, layout, 1).suppressed_per_layer == (28,)
+    assert edge_counts(KnockoutSpec(), layout, 2).suppressed == 0
+
+
+def test_keep_only_blocks_everything_but_the_flows():
+    from tl_video.interventions import blocked_edges_by_layer
+
+    layout = tiny_layout()
+    spec = KnockoutSpec.keep_only([("video", "question"), ("question", "last")], [1])
+    blocked = blocked_edges_by_layer(spec, layout, 2)
+    assert set(blocked) == {1}
+    kept = {(q, k) for q in range(8) for k in range(8) if not blocked[1][q, k]}
+    assert kept == {(q, k) for q in (5, 6) for k in (1, 2, 3, 4)} | {(7, 5), (7, 6)}
+
+
+# The effective pathways as docs/methods.md states them, on the tiny layout, as (query, key) sets.
+TEXT, F0, F1, Q, L = [0], [1, 2], [3, 4], [5, 6], [7]
+V = F0 + F1
+
+
+def pairs(queries, keys):
+    return {(q, k) for q in queries for k in keys}
+
+
+def expected_pathway_pairs(layer, cross, integration, answer, always=True):
+    out = set()
+    if layer not in cross:
+        out |= pairs(F1, F0)  # frame 1 queries may not read frame 0
+    if layer not in integration:
+        out |= pairs(Q, V)
+    if layer not in answer:
+        out |= pairs(L, Q)
+    if always:
+        out |= pairs(L, V) | pairs(L, L)
+    if layer > max(integration):
+        out |= pairs(V, V)
+    if layer > max(answer):
+        out |= pairs(Q, Q)
+    return out
+
+
+@pytest.mark.parametrize("cross, integration, answer", [((0,), (0, 1), (1, 2)), ((), (1,), (0,)), ((0, 1, 2, 3), (2, 3), (3,))])
+def test_effective_pathway_spec_blocks_what_the_methods_say(cross, integration, answer):
+    from tl_video.interventions import blocked_edges_by_layer
+    from tl_video.interventions.presets import effective_pathway_spec
+
+    layout = tiny_layout()
+    spec = effective_pathway_spec(layout, 4, cross_frame=cross, video_to_question=integration, question_to_last=answer)
+    blocked = blocked_edges_by_layer(spec, layout, 4)
+    for layer in range(4):
+        got = {(q, k) for q in range(8) for k in range(8) if layer in blocked and blocked[layer][q, k]}
+        assert got == expected_pathway_pairs(layer, cross, integration, answer), layer
+    assert KnockoutSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_pathways_that_keep_every_flow_block_only_video_and_last_to_last(biased_model, prepared):
+    from tl_video.interventions import blocked_edges_by_layer
+    from tl_video.interventions.presets import effective_pathway_spec
+
+    model = biased_model
+    n, layout = model.cfg.n_layers, prepared.layout
+    everything = range(n)
+    spec = effective_pathway_spec(layout, n, everything, everything, everything)
+    last, video = layout.positions("last").tolist(), layout.positions("video").tolist()
+    expected = pairs(last, video) | pairs(last, last)
+    blocked = blocked_edges_by_layer(spec, layout, n)
+    for layer in everything:
+        assert {tuple(p) for p in blocked[layer].nonzero().tolist()} == expected
+    # and with nothing always blocked, it is the identity: exactly the unmasked forward
+    identity = effective_pathway_spec(layout, n, everything, everything, everything, always_blocked=())
+    assert identity.blocks == ()
+    baseline, _ = forward(model, prepared.tokens, [])
+    kept_all, _ = forward(model, prepared.tokens, knockout_hooks(identity, layout, n))
+    assert torch.equal(baseline, kept_all)
+
+
+def test_random_baseline_blocks_as_many_edges_as_the_pathway(biased_model, prepared):
+    from tl_video.interventions import blocked_edges_by_layer
+    from tl_video.interventions.knockout import edge_counts
+    from tl_video.interventions.presets import effective_pathway_spec, random_baseline_for, random_blocking_spec
+
+    n, layout = biased_model.cfg.n_layers, prepared.layout
+    pathway = effective_pathway_spec(layout, n, cross_frame=[0], video_to_question=[0], question_to_last=[1])
+    random = random_baseline_for(pathway, layout, n, seed=3)
+    assert edge_counts(random, layout, n).suppressed_per_layer == edge_counts(pathway, layout, n).suppressed_per_layer
+    assert edge_counts(pathway, layout, n).suppressed > 0
+    start = layout.positions("video").min().item()
+    blocked = blocked_edges_by_layer(random, layout, n)
+    for matrix in blocked.values():
+        q, k = matrix.nonzero().T
+        assert (k <= q).all() and (k >= start).all()  # causal, from the video start on
+    again = blocked_edges_by_layer(random_baseline_for(pathway, layout, n, seed=3), layout, n)
+    other = blocked_edges_by_layer(random_baseline_for(pathway, layout, n, seed=4), layout, n)
+    assert all(torch.equal(blocked[l], again[l]) for l in blocked)
+    assert any(not torch.equal(blocked[l], other[l]) for l in blocked)
+    # a total is spread over the layers, exactly
+    by_total = random_blocking_spec(layout, n, seed=1, total=101)
+    assert edge_counts(by_total, layout, n).suppressed == 101
+    assert KnockoutSpec.from_json(json.loads(json.dumps(random.to_json()))) == random
+    with pytest.raises(ValueError, match="exactly one of per_layer"):
+        random_blocking_spec(layout, n, seed=1)
+    with pytest.raises(ValueError, match="cannot block"):
+        knockout_hooks(random_blocking_spec(layout, n, seed=1, per_layer=[10**9, 0]), layout, n)
+
+
+def test_random_pairs_cover_the_triangle_uniformly():
+    """Drawing every candidate pair gives exactly the lower triangle from the region's start (diagonal included)."""
+    from tl_video.interventions import blocked_edges_by_layer
+    from tl_video.interventions.presets import random_blocking_spec
+
+    layout = tiny_layout()
+    everything = random_blocking_spec(layout, 1, seed=0, per_layer=[28])  # positions 1..7: 7 * 8 / 2 = 28
+    blocked = blocked_edges_by_layer(everything, layout, 1)[0]
+    assert {tuple(p) for p in blocked.nonzero().tolist()} == {(q, k) for q in range(1, 8) for k in range(1, q + 1)}
+
+
+# --------------------------------------------------------------------------- presets against the stated edge lists
+# docs/methods.md, "Sweep targets", written out here as (source = keys, target = queries, label), one spec per edge.
+STATED_EDGES = {
+    "vql-to-ql": [
+        ("video", "question", "Video↛Question"), ("video", "last", "Video↛Last"),
+        ("question", "last", "Question↛Last"), ("last", "last", "Last↛Last"),
+    ],
+    "question-and-options-to-last": [
+        ("question_without_options", "last", "Non-option question↛Last"), ("true_option", "last", "True option↛Last"),
+        ("false_options", "last", "False options↛Last"),
+    ],
+    "vq-to-true-opt": [
+        ("video", "question_without_options", "Video↛Non-option question"),
+        ("question_without_options", "true_option", "Non-option question↛True option"),
+        ("video", "true_option", "Video↛True option"),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def multiple_choice(biased_model):
+    from tl_video.prompts import multiple_choice_prompt
+
+    question = multiple_choice_prompt("Where does the square go?", ["left", "right", "up", "down"], answer_index=2)
+    return biased_model.prepare(video=random_video(42), prompt=question, answer_prefix="Best option:(")
+
+
+def blocked_pairs(spec, layout, n_layers, layer):
+    from tl_video.interventions import blocked_edges_by_layer
+
+    matrix = blocked_edges_by_layer(spec, layout, n_layers)[layer]
+    return {tuple(p) for p in matrix.nonzero().tolist()}
+
+
+@pytest.mark.parametrize("name", list(STATED_EDGES))
+def test_presets_block_exactly_the_stated_edges(multiple_choice, name):
+    from tl_video.interventions import preset
+
+    layout = multiple_choice.layout
+    specs = preset(name, layout, [1])
+    assert [spec.label for spec in specs] == [label for _, _, label in STATED_EDGES[name]]
+    for spec, (source, target, _) in zip(specs, STATED_EDGES[name]):
+        expected = pairs(layout.positions(target).tolist(), layout.positions(source).tolist())
+        assert expected and blocked_pairs(spec, layout, 2, 1) == expected, spec
+
+
+def test_cross_frame_preset_is_the_stated_rule(multiple_choice):
+    """For every frame i >= 1, frame i queries cannot see frames < i; nothing else is blocked."""
+    from tl_video.interventions import preset
+
+    layout = multiple_choice.layout
+    (spec,) = preset("cross-frame", layout, [0])
+    assert spec.label == "No cross-frame interactions"
+    frame_of = {position: frame for position, (frame, _, _) in zip(layout.video_positions, layout.video_grid)}
+    expected = {(q, k) for q, fq in frame_of.items() for k, fk in frame_of.items() if fk < fq}
+    assert layout.n_frames >= 3 and expected
+    assert blocked_pairs(spec, layout, 2, 0) == expected

@@ -199,9 +199,13 @@ class RandomEdges:
         return {"kind": "random", "counts": {str(layer): count for layer, count in self.counts}, "seed": self.seed,
                 "region": self.region}
 
+    def n_candidates(self, layout: TokenLayout) -> int:
+        """How many causal pairs lie from `region`'s first token onward in this input."""
+        return _triangle_size(len(_region_onward(self.region, layout)))
+
     def blocked(self, layout: TokenLayout, allow_empty: bool) -> dict[int, Bool[torch.Tensor, "query_pos key_pos"]]:
         region = _region_onward(self.region, layout)
-        n_candidates = len(region) * (len(region) + 1) // 2
+        n_candidates = _triangle_size(len(region))
         out = {}
         for layer, count in self.counts:
             if count > n_candidates:
@@ -353,7 +357,7 @@ class EdgeCounts:
 
     @property
     def baseline_per_layer(self) -> int:
-        return self.n_tokens * (self.n_tokens + 1) // 2
+        return _triangle_size(self.n_tokens)
 
     @property
     def kept_per_layer(self) -> tuple[int, ...]:
@@ -463,6 +467,10 @@ def _region_onward(selector: str, layout: TokenLayout) -> Int[torch.Tensor, "m"]
     start = _resolve(selector, layout, allow_empty=False).min()
     everything = layout.positions("all")
     return everything[everything >= start]
+
+
+def _triangle_size(n: int) -> int:
+    return n * (n + 1) // 2
 
 
 def _triangle_pairs(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
