@@ -160,6 +160,7 @@ def test_findings_name_significant_ranges_and_flat_flows():
     assert "Video↛Last" in findings[1].sentence and "no layer is significant" in findings[1].sentence
     assert effective_ranges(result) == {"Video↛Question": [1, 2, 3], "Video↛Last": []}
     assert effective_ranges(result, bin_size=2) == {"Video↛Question": [0, 1, 2, 3], "Video↛Last": []}
+    assert effective_ranges(result, bin_size=2, alpha=0.05) == {"Video↛Question": [1, 2, 3], "Video↛Last": []}
 
 
 def test_holm_matches_the_step_down_rule():

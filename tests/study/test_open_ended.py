@@ -75,6 +75,12 @@ def test_reads_back_and_resumes_after_a_torn_write(toy_model, two_examples, tmp_
     (tmp_path / "part" / "open_ended.jsonl").write_text("".join(lines[:4]) + lines[4][:30])
     resumed = run_open_ended(toy_model, two_examples, options, out_dir=tmp_path / "part", resume=True, progress=False)
     assert resumed.records == whole.records
+    from tl_video.plots.flow import figures
+
+    figs = figures(whole)  # the flow figures read the open-ended metric and "kept" as accuracy
+    assert set(figs) == {"flow_vql-to-ql_center", "accuracy_vql-to-ql_center"}
+    assert figs["flow_vql-to-ql_center"].layout.yaxis.title.text.startswith("Δ p(anchor token)")
+    assert figs["accuracy_vql-to-ql_center"].layout.yaxis.title.text == "anchor token still top-1 (%)"
 
 
 def test_answer_without_the_anchor_word_is_recorded_not_analysed(toy_model, two_examples):

@@ -16,6 +16,14 @@ Window size: ``window_k=None`` keeps the paper's fraction of depth, k = max(1, r
 (9 of 32 layers; 2 of the built-in model's 6). A k larger than the model is clipped to n with a
 warning and a note in the result, never refused.
 
+Findings (`FlowResult.findings`): at each centre layer, a paired sign-flip permutation test of the
+per-example change against 0 (`paired_permutation_p`, seeded); p-values Holm-corrected over the
+layers of the curve; a finding is a maximal run of contiguous layers with adjusted p < 0.05 and a
+mean of one sign, reported with its average change, the largest adjusted p in the run and n. A flow
+with no such layer is reported as changing nothing significantly, with its largest mean change.
+Effective layers for pathways (`effective_ranges`): bins of layers (5 of 32, scaled to depth) whose
+mean change is below −5%; optionally also Holm-significant.
+
 A configuration that blocks no attention edge in an example (cross-frame on a 1-frame video, a
 group the prompt lacks, an inverse window that covers every layer) is recorded as skipped with
 its reason; it counts in no mean and no accuracy.
@@ -254,6 +262,8 @@ def run_flow(
     ``<out_dir>/flow.jsonl`` as they are produced (``resume=True`` skips what is there)."""
     if not isinstance(options, FlowOptions):
         raise ValueError(f"run_flow options must be FlowOptions, got {type(options).__name__}")
+    if not examples:
+        raise ValueError("run_flow: no examples to analyse")
     n_layers = model.cfg.n_layers
     k, notes = resolve_window_k(options.window_k, n_layers)
     centres = checked_layers(options.layers, n_layers, "FlowOptions.layers")
@@ -263,8 +273,6 @@ def run_flow(
     )
     path = None if out_dir is None else Path(out_dir) / f"{ANALYSIS}.jsonl"
     sink = RecordSink.open(path, header, resume=resume)
-    if not examples:
-        raise ValueError("run_flow: no examples to analyse")
     bar = tqdm(total=len(examples), desc=ANALYSIS, unit="example", disable=not progress)
     try:
         for example in examples:
@@ -576,16 +584,22 @@ def default_bin_size(n_layers: int) -> int:
 
 def effective_ranges(
     flow_result: FlowResult, *, threshold: float = EFFECTIVE_THRESHOLD, window: str = "center", metric: str | None = None,
-    bin_size: int | None = None, preset: str | None = None, task: str | None = None,
+    bin_size: int | None = None, preset: str | None = None, task: str | None = None, alpha: float | None = None,
 ) -> dict[str, list[int]]:
     """Per flow label, the effective layers (0-indexed, sorted): centre layers grouped in consecutive bins of
     ``bin_size`` (default: 5 of 32 layers scaled to the model, so 1 on 6 layers), a bin being effective when
-    the mean of its layers' mean changes is below ``threshold`` percent (−5 by default)."""
+    the mean of its layers' mean changes is below ``threshold`` percent (−5 by default).
+
+    ``alpha`` (optional, stricter than the paper's rule): keep only layers whose change is also significantly
+    negative (Holm-adjusted sign-flip p < alpha, as in `FlowResult.findings`).
+    """
     if window not in flow_result.windows():
         raise ValueError(f"window {window!r} was not swept in this run; swept: {', '.join(flow_result.windows())}")
     size = default_bin_size(flow_result.n_layers) if bin_size is None else bin_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"effective_ranges bin_size must be a positive integer, got {bin_size!r}")
+    if alpha is not None and not 0 < alpha < 1:
+        raise ValueError(f"effective_ranges alpha must lie in (0, 1) or be None, got {alpha!r}")
     out = {}
     for label in flow_result.labels(preset):
         curve = flow_result.curve(label, window=window, metric=metric, task=task, preset=preset)
@@ -595,5 +609,9 @@ def effective_ranges(
             members = [layer for layer in range(start, start + size) if layer in means and np.isfinite(means[layer])]
             if members and float(np.mean([means[layer] for layer in members])) < threshold:
                 effective.extend(members)
+        if alpha is not None:
+            _, adjusted = flow_result.layer_tests(label, window=window, metric=metric, task=task, preset=preset)
+            significant = {layer for layer, p in zip(curve.layers, adjusted) if np.isfinite(p) and p < alpha}
+            effective = [layer for layer in effective if layer in significant and means[layer] < 0]
         out[label] = effective
     return out

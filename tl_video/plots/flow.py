@@ -7,6 +7,8 @@ x = the window's centre layer (L1..Ln), one line per blocked flow in its fixed c
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -142,17 +144,19 @@ def accuracy_under_knockout(result: FlowResult, preset: str, *, window: str = "c
     return fig
 
 
-def figures(result: FlowResult) -> dict[str, go.Figure]:
-    """The figures a report shows: per preset x window style, the flow curves and accuracy under knockout;
-    per preset, the per-task small multiples of the centre window (when there is more than one task)."""
+def figures(result: FlowResult, *, windows: Sequence[str] | None = None, by_task: bool = True) -> dict[str, go.Figure]:
+    """The figures a report shows: per preset x window style (``windows``, default every swept one), the flow
+    curves and accuracy under knockout; per preset, the per-task small multiples of the centre window
+    (``by_task``, when there is more than one task)."""
     out = {}
+    chosen = result.windows() if windows is None else [w for w in result.windows() if w in windows]
     for preset in result.presets():
-        for window in result.windows():
+        for window in chosen:
             if not result.evaluated_for(preset, window):
                 continue
             out[f"flow_{preset}_{window}"] = flow_curves(result, preset, window=window)
             out[f"accuracy_{preset}_{window}"] = accuracy_under_knockout(result, preset, window=window)
-        if len(result.tasks()) > 1 and "center" in result.windows() and result.evaluated_for(preset, "center"):
+        if by_task and len(result.tasks()) > 1 and "center" in chosen and result.evaluated_for(preset, "center"):
             out[f"flow_{preset}_center_by_task"] = flow_curves_by_task(result, preset)
     return out
 
