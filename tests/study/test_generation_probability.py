@@ -135,3 +135,19 @@ def test_curves_rise_and_figure_from_a_fixed_result():
     np.testing.assert_allclose(panels.data[2].y, [0.2, 0.3, 0.9])  # t1's true option (A) after L1..L3
     with pytest.raises(ValueError, match="readout='paper_compat'.*readouts in this run: final_norm"):
         result.curves("paper_compat")
+
+
+def test_separation_is_the_first_layer_from_which_the_true_option_leads_significantly():
+    header = RunHeader(analysis=ANALYSIS, model_id="m", model_config_hash="h", dataset="d", options={}, seed=0,
+                       tl_video_version="0")
+    records = []
+    for index in range(6):  # true option A: level with B at L1, ahead from L2 on in every example
+        lead = 0.1 + 0.01 * index
+        records.append({"key": f"final_norm/e{index}", "kind": ANALYSIS, "readout": "final_norm", "example_id": f"e{index}",
+                        "task": "t", "true_letter": "A", "letters": ["A", "B"],
+                        "probabilities": [[0.5 + (0.01 if index % 2 else -0.01), 0.5 + lead, 0.9], [0.5, 0.5 - lead, 0.1]]})
+    result = GenerationProbabilityResult(header=header, records=records)
+    layer, p = result.separation()
+    assert layer == 1 and p == pytest.approx(2 / 64)  # exact sign-flip test: all 6 differences positive
+    sentences = [f.sentence for f in result.findings()]
+    assert sentences[1].startswith("From L2 on, the true option's letter is significantly more probable")

@@ -158,6 +158,20 @@ class GenerationProbabilityResult:
         layer = int(np.argmax(steps)) + 1
         return layer, paired_permutation_p(true[:, layer], true[:, layer - 1], seed=self.seed)
 
+    def separation(self, readout: str = "final_norm", task: str = POOLED, alpha: float = 0.05) -> tuple[int | None, float]:
+        """(layer l, p): the first layer from which, through the last layer, the true option's letter is more
+        probable than the false options' on average with a paired sign-flip permutation p < ``alpha`` at every
+        layer (uncorrected); p is the test at l. (None, nan) if the last layer does not qualify."""
+        values = self.per_example(readout, task)
+        true, false = values["true option"], values["false options"]
+        first, p_first = None, float("nan")
+        for layer in reversed(range(true.shape[1])):
+            p = paired_permutation_p(true[:, layer], false[:, layer], seed=self.seed)
+            if not (np.nanmean(true[:, layer]) > np.nanmean(false[:, layer]) and p < alpha):
+                break
+            first, p_first = layer, p
+        return first, p_first
+
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """The report's table: per readout and layer, the mean probability of the true and false options [95% CI]."""
         rows = []
@@ -171,7 +185,8 @@ class GenerationProbabilityResult:
         return {"Answer-letter probability by layer (pooled over tasks)": rows}
 
     def findings(self) -> list[Finding]:
-        """Where the true option's probability rises, per readout (pooled over tasks)."""
+        """Where the true option's probability rises, and from which layer it leads the false options, per
+        readout (pooled over tasks)."""
         out = []
         for readout in self.readouts:
             true = self.per_example(readout)["true option"]
@@ -186,6 +201,17 @@ class GenerationProbabilityResult:
                 test="paired sign-flip permutation test, layer before vs after (layer chosen as the largest mean increase)",
                 p_value=p, n=int(true.shape[0]),
             ))
+            first, p = self.separation(readout)
+            if first is not None:
+                false = self.per_example(readout)["false options"]
+                out.append(Finding(
+                    sentence=(f"From L{first + 1} on, the true option's letter is significantly more probable than the false options' "
+                              f"(mean {np.nanmean(true[:, first]):.2f} vs {np.nanmean(false[:, first]):.2f} at "
+                              f"L{first + 1}; {how})."),
+                    test=(f"paired sign-flip permutation test, true option vs mean of the false options at L{first + 1} "
+                          "(p < 0.05 at every layer from there, uncorrected)"),
+                    p_value=p, n=int(true.shape[0]),
+                ))
         return out
 
     def _layer_records(self) -> list[dict[str, Any]]:
