@@ -202,6 +202,13 @@ def test_from_json_of_bad_data_raises_one_clear_value_error(data, message):
         KnockoutSpec.from_json(data)
 
 
+def test_a_bad_selector_in_json_stays_a_selector_error():
+    from tl_video.prompts.layout import SelectorError
+
+    with pytest.raises(SelectorError, match="block 0: EdgeBlock source"):
+        KnockoutSpec.from_json({"blocks": [{"source": ["video"], "target": "last", "layers": [0]}]})
+
+
 @pytest.mark.parametrize("bad", [1.7, "1", True, 2.0, None])
 def test_non_integer_layer_numbers_are_errors_not_truncated(bad):
     with pytest.raises(ValueError, match="must be an integer"):
@@ -372,7 +379,7 @@ def pairs(queries, keys):
     return {(q, k) for q in queries for k in keys}
 
 
-def expected_pathway_pairs(layer, cross, integration, answer, always=True):
+def expected_pathway_pairs(layer, cross, integration, answer, video_last=(), last_last=()):
     out = set()
     if layer not in cross:
         out |= pairs(F1, F0)  # frame 1 queries may not read frame 0
@@ -380,8 +387,10 @@ def expected_pathway_pairs(layer, cross, integration, answer, always=True):
         out |= pairs(Q, V)
     if layer not in answer:
         out |= pairs(L, Q)
-    if always:
-        out |= pairs(L, V) | pairs(L, L)
+    if layer not in video_last:
+        out |= pairs(L, V)
+    if layer not in last_last:
+        out |= pairs(L, L)
     if layer > max(integration):
         out |= pairs(V, V)
     if layer > max(answer):
@@ -389,17 +398,21 @@ def expected_pathway_pairs(layer, cross, integration, answer, always=True):
     return out
 
 
-@pytest.mark.parametrize("cross, integration, answer", [((0,), (0, 1), (1, 2)), ((), (1,), (0,)), ((0, 1, 2, 3), (2, 3), (3,))])
-def test_effective_pathway_spec_blocks_what_the_methods_say(cross, integration, answer):
+@pytest.mark.parametrize("cross, integration, answer, video_last, last_last", [
+    ((0,), (0, 1), (1, 2), (), ()), ((), (1,), (0,), (), ()), ((0, 1, 2, 3), (2, 3), (3,), (), ()),
+    ((0, 1), (1, 2), (2,), (3,), (0, 2)),
+])
+def test_effective_pathway_spec_blocks_what_the_methods_say(cross, integration, answer, video_last, last_last):
     from tl_video.interventions import blocked_edges_by_layer
     from tl_video.interventions.presets import effective_pathway_spec
 
     layout = tiny_layout()
-    spec = effective_pathway_spec(layout, 4, cross_frame=cross, video_to_question=integration, question_to_last=answer)
+    spec = effective_pathway_spec(layout, 4, cross_frame=cross, video_to_question=integration, question_to_last=answer,
+                                  video_to_last=video_last, last_to_last=last_last)
     blocked = blocked_edges_by_layer(spec, layout, 4)
     for layer in range(4):
         got = {(q, k) for q in range(8) for k in range(8) if layer in blocked and blocked[layer][q, k]}
-        assert got == expected_pathway_pairs(layer, cross, integration, answer), layer
+        assert got == expected_pathway_pairs(layer, cross, integration, answer, video_last, last_last), layer
     assert KnockoutSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
 
 
@@ -417,7 +430,8 @@ def test_pathways_that_keep_every_flow_block_only_video_and_last_to_last(biased_
     for layer in everything:
         assert {tuple(p) for p in blocked[layer].nonzero().tolist()} == expected
     # and with nothing always blocked, it is the identity: exactly the unmasked forward
-    identity = effective_pathway_spec(layout, n, everything, everything, everything, always_blocked=())
+    identity = effective_pathway_spec(layout, n, everything, everything, everything, video_to_last=everything,
+                                      last_to_last=everything)
     assert identity.blocks == ()
     baseline, _ = forward(model, prepared.tokens, [])
     kept_all, _ = forward(model, prepared.tokens, knockout_hooks(identity, layout, n))

@@ -311,8 +311,8 @@ def _block_from_json(index: int, block: Any) -> Block:
         return block_class(**data)
     except TypeError as error:  # a missing field
         raise ValueError(f"knockout block {index}: {error}; fields: {', '.join(fields)}") from None
-    except ValueError as error:
-        raise ValueError(f"knockout block {index}: {error}") from None
+    except ValueError as error:  # keep the type (a bad selector stays a SelectorError)
+        raise type(error)(f"knockout block {index}: {error}") from None
 
 
 def _json_layer(index: int, layer: str) -> int:

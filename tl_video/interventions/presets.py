@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from tl_video.interventions.knockout import EdgeBlock, Flow, KnockoutSpec, RandomEdges, edge_counts
+from tl_video.interventions.knockout import EdgeBlock, KnockoutSpec, RandomEdges, edge_counts
 from tl_video.interventions.windows import checked_layers, integer
 from tl_video.prompts.layout import TokenLayout
 
@@ -82,41 +82,44 @@ def preset(name: str, layout: TokenLayout, layers: Iterable[int]) -> list[Knocko
     return PRESETS[name](layout, layers)
 
 
-ALWAYS_BLOCKED_IN_PATHWAYS: tuple[Flow, ...] = (("video", "last"), ("last", "last"))
-
-
 def effective_pathway_spec(
     layout: TokenLayout,
     n_layers: int,
     cross_frame: Iterable[int],
     video_to_question: Iterable[int],
     question_to_last: Iterable[int],
-    always_blocked: Iterable[Flow] = ALWAYS_BLOCKED_IN_PATHWAYS,
+    video_to_last: Iterable[int] = (),
+    last_to_last: Iterable[int] = (),
     label: str = "Effective pathways",
 ) -> KnockoutSpec:
-    """Keep only the effective pathways (0-indexed layer ranges), block the edges around them.
+    """Keep each flow only in its range of 0-indexed layers and block the edges around the pathways.
 
     Cross-frame edges are kept only in `cross_frame`, Video→Question only in `video_to_question`,
-    Question→Last only in `question_to_last`; `always_blocked` (Video→Last and Last→Last) in every
-    layer; after `video_to_question` ends every video↔video edge (diagonal included) is blocked,
-    after `question_to_last` ends every question↔question edge. Nothing else is blocked.
+    Question→Last only in `question_to_last`, Video→Last only in `video_to_last` and Last→Last
+    only in `last_to_last` (both empty by default: blocked in every layer, the paper's setting).
+    After `video_to_question` ends every video↔video edge is blocked (diagonal included), after
+    `question_to_last` ends every question↔question edge. Nothing else is blocked, so ranges that
+    cover every layer give the empty spec.
     """
-    everything = range(n_layers)
-    cross = set(checked_layers(cross_frame, n_layers, "effective pathways: cross_frame"))
-    integration = set(checked_layers(video_to_question, n_layers, "effective pathways: video_to_question"))
-    answer = set(checked_layers(question_to_last, n_layers, "effective pathways: question_to_last"))
-    for name, layers in (("video_to_question", integration), ("question_to_last", answer)):
-        if not layers:
+    kept = {
+        name: set(checked_layers(layers, n_layers, f"effective pathways: {name}"))
+        for name, layers in (("cross_frame", cross_frame), ("video_to_question", video_to_question),
+                             ("question_to_last", question_to_last), ("video_to_last", video_to_last),
+                             ("last_to_last", last_to_last))
+    }
+    for name in ("video_to_question", "question_to_last"):
+        if not kept[name]:
             raise ValueError(f"effective pathways: {name} must name at least one layer (its end decides what is blocked after it)")
-    outside = lambda kept: tuple(l for l in everything if l not in kept)  # noqa: E731
-    after = lambda kept: tuple(range(max(kept) + 1, n_layers))  # noqa: E731
+    outside = lambda name: tuple(l for l in range(n_layers) if l not in kept[name])  # noqa: E731
+    after = lambda name: tuple(range(max(kept[name]) + 1, n_layers))  # noqa: E731
     blocks = [
-        *_cross_frame_blocks(layout, outside(cross)),
-        EdgeBlock(source="video", target="question", layers=outside(integration)),
-        EdgeBlock(source="question", target="last", layers=outside(answer)),
-        *(EdgeBlock(source=s, target=t, layers=everything) for s, t in always_blocked),
-        EdgeBlock(source="video", target="video", layers=after(integration)),
-        EdgeBlock(source="question", target="question", layers=after(answer)),
+        *_cross_frame_blocks(layout, outside("cross_frame")),
+        EdgeBlock(source="video", target="question", layers=outside("video_to_question")),
+        EdgeBlock(source="question", target="last", layers=outside("question_to_last")),
+        EdgeBlock(source="video", target="last", layers=outside("video_to_last")),
+        EdgeBlock(source="last", target="last", layers=outside("last_to_last")),
+        EdgeBlock(source="video", target="video", layers=after("video_to_question")),
+        EdgeBlock(source="question", target="question", layers=after("question_to_last")),
     ]
     return KnockoutSpec(blocks=tuple(block for block in blocks if block.layers), label=label)
 
