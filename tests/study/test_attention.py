@@ -80,3 +80,37 @@ def test_bad_options_fail_in_one_line():
         AttentionOptions(heads="median")
     with pytest.raises(ValueError, match="not both"):
         AttentionOptions(knockout={"blocks": []}, knockout_layers=(0,))
+
+
+def test_figures_show_the_maps_of_a_fixed_result_with_frame_boundaries():
+    import numpy as np
+
+    from tl_video.analyses.records import RunHeader
+    from tl_video.plots.attention import LOG_EPSILON, attention_maps, figures, token_attention_maps, video_mass_by_layer
+
+    options = AttentionOptions(layers=(0, 1), knockout_layers=(0,))
+    header = RunHeader(analysis="attention", model_id="fixed", model_config_hash="0", dataset="fixed", options=options.to_json(), seed=0)
+    grid = [[0, 0, 0], [1, 0, 0], [2, 0, 0]]
+
+    def record(condition, group, mass):
+        return {"key": f"attention/{condition}/a", "kind": "attention", "condition": condition, "example_id": "a", "task": "t",
+                "spec": None, "label": "baseline" if condition == "baseline" else "No cross-frame interactions in L1",
+                "query": "question", "heads": "mean", "layers": [0, 1], "video_grid": grid, "frame_unit": "frame",
+                "group_map": group, "video_mass": mass, "query_tokens": ["Q", " move"],
+                "token_maps": [[g, [2 * v for v in g]] for g in group], "token_video_mass": [[m, m] for m in mass]}
+
+    base = [[0.1, 0.2, 0.3], [0.0, 0.5, 0.25]]
+    knocked = [[0.1, 0.2, 0.3], [0.0, 0.25, 0.5]]
+    result = AttentionResult(header=header, records=[record("baseline", base, [0.6, 0.75]), record("knockout", knocked, [0.6, 0.75])])
+    linear = attention_maps(result, log_scale=False)
+    assert np.allclose(linear.data[0].z, base) and np.allclose(linear.data[1].z, knocked)
+    assert np.allclose(linear.data[2].z, np.subtract(knocked, base)) and linear.data[2].zmid == 0
+    boundaries = [shape.x0 for shape in linear.layout.shapes if shape.xref == "x"]
+    assert boundaries == [0.5, 1.5]  # between frames 1|2 and 2|3 of the first panel
+    logged = attention_maps(result)
+    assert np.allclose(logged.data[0].z, np.log10(np.asarray(base) + LOG_EPSILON))
+    tokens = token_attention_maps(result, log_scale=False)
+    assert np.allclose(tokens.data[0].z, [[0.2, 0.4, 0.6], [0.0, 1.0, 0.5]])  # the word token " move" (index 1)
+    mass = video_mass_by_layer(result)
+    assert [list(trace.y) for trace in mass.data if trace.mode == "lines+markers"] == [[0.6, 0.75], [0.6, 0.75]]
+    assert set(figures(result)) == {"attention_maps", "attention_video_mass", "attention_token_maps"}
