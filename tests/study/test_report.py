@@ -31,11 +31,11 @@ def available(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def study_run(toy_model, study_examples, tmp_path_factory):
-    """A study of every available analysis on 3 examples (HTML figures only: PNG export is the slow part)."""
+    """A study of every available analysis on 2 examples of 2 tasks (HTML figures only: PNG export is the slow part)."""
     out = tmp_path_factory.mktemp("study")
     names = [name for name in STUDY_ORDER if available(name)]
     options = {name: CHEAP[name] for name in names if name in CHEAP}
-    run = run_study(toy_model, study_examples[::4][:3], StudyOptions(dataset="tiny synthetic"), out_dir=out, analyses=names,
+    run = run_study(toy_model, study_examples[::5][:2], StudyOptions(dataset="tiny synthetic"), out_dir=out, analyses=names,
                     pipeline_options=options, progress=False, formats=("html",), command="tl-video study --out x")
     return run
 

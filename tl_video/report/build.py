@@ -54,6 +54,7 @@ def build_report(run_dir: str | Path) -> str:
         f'<p class="subtitle">{escape(_subtitle(info))}</p>',
         _nav(sections),
         _overview(info, sections),
+        _baseline_tables(sections),
         _findings(sections),
         *(_analysis_html(section, index) for index, section in enumerate(sections)),
         _details(info, sections),
@@ -145,7 +146,8 @@ def _overview(info: dict[str, Any], sections: list[Section]) -> str:
     if options:
         items.append(("shared options", escape(", ".join(f"{k} = {v}" for k, v in options.items() if k != "dataset"))))
     if info.get("seconds") is not None:
-        items.append(("wall time", escape(_duration(info["seconds"]) + (" (resumed run)" if info.get("resumed") else ""))))
+        items.append(("time", escape(_duration(info["seconds"]) + " for the analyses and figures"
+                                     + (" (a resumed run: only what was missing)" if info.get("resumed") else ""))))
     status = ", ".join(f'<span class="status-{escape(s.status)}">{escape(s.analysis.name)}: {escape(s.status)}</span>' for s in sections)
     items.append(("analyses", status))
     return facts(items)
@@ -153,20 +155,29 @@ def _overview(info: dict[str, Any], sections: list[Section]) -> str:
 
 def _findings(sections: list[Section]) -> str:
     parts = ['<h2 id="findings">Findings</h2>',
-             '<p class="about">Each sentence is computed from the records; the test, its p-value and the number of examples follow it.</p>']
+             '<p class="about">Each sentence is computed from the records; the test, its p-value and the number of '
+             'examples follow it. Findings whose test gives p ≥ 0.05 are listed under each analysis, folded.</p>']
     any_finding = False
     for section in sections:
         if not section.findings:
             continue
         any_finding = True
-        parts.append(f"<h3>{escape(section.analysis.title)}</h3><ul class=\"findings\">")
-        for finding in section.findings:
-            p = "" if finding.p_value is None else f", {_p(finding.p_value)}"
-            parts.append(f'<li>{escape(finding.sentence)} <span class="test">({escape(finding.test)}{escape(p)}, n = {finding.n})</span></li>')
-        parts.append("</ul>")
+        shown = [f for f in section.findings if f.p_value is None or not f.p_value >= 0.05]
+        folded = [f for f in section.findings if f not in shown]
+        parts.append(f"<h3>{escape(section.analysis.title)}</h3>")
+        if shown:
+            parts.append('<ul class="findings">' + "".join(_finding_html(f) for f in shown) + "</ul>")
+        if folded:
+            parts.append(f"<details><summary>{len(folded)} more without a significant effect (p ≥ 0.05)</summary>"
+                         '<ul class="findings">' + "".join(_finding_html(f) for f in folded) + "</ul></details>")
     if not any_finding:
         parts.append("<p>No findings could be stated (no analysis finished with enough examples).</p>")
     return "\n".join(parts)
+
+
+def _finding_html(finding: Any) -> str:
+    p = "" if finding.p_value is None else f", {_p(finding.p_value)}"
+    return f'<li>{escape(finding.sentence)} <span class="test">({escape(finding.test)}{escape(p)}, n = {finding.n})</span></li>'
 
 
 def _analysis_html(section: Section, index: int) -> str:
@@ -177,7 +188,7 @@ def _analysis_html(section: Section, index: int) -> str:
     elif section.status == "missing":
         parts.append('<p class="error">No records: this analysis did not run.</p>')
     if section.baseline:
-        parts.append(_baseline_table(section))
+        parts.append(_baseline_line(section))
     for problem in section.problems:
         parts.append(f'<p class="error">Not shown: {escape(problem)}</p>')
     if section.figures:
@@ -191,6 +202,28 @@ def _analysis_html(section: Section, index: int) -> str:
             numeric = [all(isinstance(r.get(h), (int, float)) for r in rows) for h in header]
             parts.append(f"<h3>{escape(title)}</h3>" + table(header, ([_cell(r.get(h)) for h in header] for r in rows), numeric=numeric))
     return "\n".join(parts)
+
+
+def _baseline_line(section: Section) -> str:
+    """One sentence with this analysis's denominators (the per-task table is at the top)."""
+    n = len(section.baseline)
+    correct = sum(bool(r.get("correct")) for r in section.baseline)
+    analysed = sum(bool(r.get("selected")) for r in section.baseline)
+    samples = (section.header.options or {}).get("samples", "correct") if section.header else "correct"
+    return (f"<p>Analysed {analysed} of {n} examples (samples = <code>{escape(samples)}</code>; answered correctly at "
+            f"baseline: {correct}/{n}, {100 * correct / max(n, 1):.0f}%).</p>")
+
+
+def _baseline_tables(sections: list[Section]) -> str:
+    """Baseline accuracy per task with denominators: once when every analysis shares its examples, else per analysis."""
+    tables = {s.analysis.name: _baseline_table(s) for s in sections if s.baseline}
+    if not tables:
+        return ""
+    if len(set(tables.values())) == 1:
+        return '<h3 id="baseline">Baseline answers</h3>' + next(iter(tables.values()))
+    return '<h3 id="baseline">Baseline answers</h3>' + "".join(
+        f"<h4>{escape(ANALYSES[name].title)}</h4>{table_html}" for name, table_html in tables.items()
+    )
 
 
 def _baseline_table(section: Section) -> str:
@@ -207,8 +240,8 @@ def _baseline_table(section: Section) -> str:
         (task.replace("_", " "), n, f"{correct}/{n} ({100 * correct / n:.0f}%)", selected)
         for task, (n, correct, selected) in ((task, counts[task]) for task in order)
     ]
-    caption = (f'<p>Baseline answers (samples = <code>{escape(samples)}</code>: the analysed examples are those answered '
-               f"{'correctly' if samples == 'correct' else 'wrongly' if samples == 'wrong' else 'either way'}).</p>")
+    which = {"correct": "those answered correctly", "wrong": "those answered wrongly"}.get(samples, "all of them")
+    caption = f"<p>The analysed examples are {which} (samples = <code>{escape(samples)}</code>).</p>"
     return caption + table(["task", "examples", "answered correctly", "analysed"], rows, numeric=[False, True, True, True])
 
 
