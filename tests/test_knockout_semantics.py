@@ -535,3 +535,17 @@ def test_cross_frame_preset_is_the_stated_rule(multiple_choice):
     expected = {(q, k) for q, fq in frame_of.items() for k, fk in frame_of.items() if fk < fq}
     assert layout.n_frames >= 3 and expected
     assert blocked_pairs(spec, layout, 2, 0) == expected
+
+
+def test_common_argument_mistakes_are_one_clear_line(prepared):
+    spec = KnockoutSpec.of([("video", "last")], [0])
+    with pytest.raises(ValueError, match="TokenLayout, got PreparedInput; pass prepared.layout"):
+        knockout_hooks(spec, prepared, 2)
+    with pytest.raises(ValueError, match="expected a KnockoutSpec, got dict .read JSON with KnockoutSpec.from_json"):
+        knockout_hooks(spec.to_json(), prepared.layout, 2)
+    with pytest.raises(ValueError, match="n_layers must be an integer"):
+        knockout_hooks(spec, prepared.layout, 2.5)
+    with pytest.raises(ValueError, match=r"each edge must be a \(source, target\) pair"):
+        KnockoutSpec.of([("video", "question", "last")], [0])
+    with pytest.raises(ValueError, match="edges must be a list of"):
+        KnockoutSpec.of("video->last", [0])

@@ -21,9 +21,12 @@ Semantics worth knowing:
   is zero (b_O, if the model has one, still adds). A plain softmax would instead spread it over
   the whole row, future positions included.
 - The hooks check the sequence they meet: a forward whose length differs from the layout's
-  raises. Generation is supported with and without the KV cache: each generated query inherits
-  the blocked keys of the last prompt row (new tokens are "last" tokens too), and generated keys
-  stay open.
+  raises (compile hooks for each input's own layout). Longer sequences are accepted only as
+  generation: queries past the prompt with the KV cache, or, inside `model.generate(...,
+  use_past_kv_cache=False)`, the full recompute of prompt + generated tokens (`generate` tells
+  the hooks the prompt length; a plain longer forward outside it still raises). Either way each
+  generated query inherits the blocked keys of the last prompt row (new tokens are "last"
+  tokens too: under Video↛Last they may not read the video either), and generated keys stay open.
 - `edge_counts` counts kept and suppressed edges over the causal triangle, per layer and summed.
 
     >>> spec = KnockoutSpec.of([("video", "question"), ("video", "last")], layers=range(4, 9))  # doctest: +SKIP
@@ -254,7 +257,7 @@ class KnockoutSpec:
     def of(cls, edges: Iterable[Flow], layers: Iterable[int], label: str = "") -> "KnockoutSpec":
         """Block every (source -> target) edge of `edges` in the same `layers`."""
         layers = layer_numbers(layers, "KnockoutSpec.of")
-        return cls(blocks=tuple(EdgeBlock(source=s, target=t, layers=layers) for s, t in edges), label=label)
+        return cls(blocks=tuple(EdgeBlock(source=s, target=t, layers=layers) for s, t in _flows(edges)), label=label)
 
     @classmethod
     def keep_only(cls, flows: Iterable[Flow], layers: Iterable[int], label: str = "") -> "KnockoutSpec":
@@ -286,6 +289,18 @@ class KnockoutSpec:
     def __repr__(self) -> str:
         inner = "; ".join(repr(block) for block in self.blocks) or "nothing blocked"
         return f"KnockoutSpec({self.label + ': ' if self.label else ''}{inner})"
+
+
+def _flows(edges: Any) -> list[Flow]:
+    """(source, target) pairs, refusing a bare string or a pair that is not two items."""
+    if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+        raise ValueError(f"edges must be a list of (source, target) pairs such as [('video', 'last')], got {edges!r}")
+    flows = []
+    for edge in edges:
+        if isinstance(edge, (str, bytes)) or not isinstance(edge, Iterable) or len(tuple(edge)) != 2:
+            raise ValueError(f"each edge must be a (source, target) pair such as ('video', 'last'), got {edge!r}")
+        flows.append(tuple(edge))
+    return flows
 
 
 def _block_from_json(index: int, block: Any) -> Block:
@@ -321,10 +336,25 @@ def _json_layer(index: int, layer: str) -> int:
     return int(layer)
 
 
+def _check_arguments(spec: Any, layout: Any, n_layers: Any) -> int:
+    """The common misuses of (spec, layout, n_layers), each as one clear line."""
+    if not isinstance(spec, KnockoutSpec):
+        hint = " (read JSON with KnockoutSpec.from_json)" if isinstance(spec, Mapping) else ""
+        raise ValueError(f"expected a KnockoutSpec, got {type(spec).__name__}{hint}; build one with KnockoutSpec.of(...)")
+    if not isinstance(layout, TokenLayout):
+        hint = "; pass prepared.layout" if hasattr(layout, "layout") else ""
+        raise ValueError(f"expected the input's TokenLayout, got {type(layout).__name__}{hint}")
+    n_layers = integer(n_layers, "n_layers")
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1 (model.cfg.n_layers), got {n_layers}")
+    return n_layers
+
+
 def blocked_edges_by_layer(
     spec: KnockoutSpec, layout: TokenLayout, n_layers: int
 ) -> dict[int, Bool[torch.Tensor, "query_pos key_pos"]]:
     """Per blocked layer, the [query, key] boolean matrix of removed edges (shared between equal layers)."""
+    n_layers = _check_arguments(spec, layout, n_layers)
     contributions: dict[int, list[torch.Tensor]] = {}
     for block in spec.blocks:
         checked_layers(block.layers, n_layers, repr(block))
@@ -395,6 +425,7 @@ class EdgeCounts:
 
 def edge_counts(spec: KnockoutSpec, layout: TokenLayout, n_layers: int) -> EdgeCounts:
     """Kept and suppressed attention edges: blocked pairs above the diagonal (already causal) don't count."""
+    n_layers = _check_arguments(spec, layout, n_layers)
     causal = torch.ones(layout.n_tokens, layout.n_tokens, dtype=torch.bool).tril()
     blocked = blocked_edges_by_layer(spec, layout, n_layers)
     counted: dict[int, int] = {}

@@ -35,6 +35,7 @@ def layer_numbers(layers: Iterable[int], what: str = "layers") -> tuple[int, ...
 
 def checked_layers(layers: Iterable[int] | None, n_layers: int, what: str = "layers") -> list[int]:
     """`layers` as a list (None = every layer), refusing non-integers and any outside 0..n_layers-1."""
+    n_layers = integer(n_layers, "number of layers")
     layers = list(range(n_layers)) if layers is None else list(layer_numbers(layers, what))
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
