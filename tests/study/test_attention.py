@@ -114,3 +114,14 @@ def test_figures_show_the_maps_of_a_fixed_result_with_frame_boundaries():
     mass = video_mass_by_layer(result)
     assert [list(trace.y) for trace in mass.data if trace.mode == "lines+markers"] == [[0.6, 0.75], [0.6, 0.75]]
     assert set(figures(result)) == {"attention_maps", "attention_video_mass", "attention_token_maps"}
+
+
+def test_a_given_knockout_spec_replaces_the_default(toy_model, examples):
+    from tl_video.interventions.knockout import KnockoutSpec
+
+    spec = KnockoutSpec.of([("video", "question")], [0], label="Video↛Question in L1")
+    result = run_attention(toy_model, examples[:1], AttentionOptions(layers=(0,), knockout=spec, token_map_examples=0), progress=False)
+    (knocked,) = result.attention_records("knockout")
+    assert knocked["label"] == "Video↛Question in L1" and knocked["spec"] == spec.to_json()
+    assert knocked["group_map"] == [[0.0] * 8] and knocked["video_mass"] == [0.0] and knocked["token_maps"] is None
+    assert result.options.knockout_layers is None
