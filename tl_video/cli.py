@@ -29,21 +29,6 @@ class _Parser(argparse.ArgumentParser):
         raise CommandLineError(f"{message} (see `{self.prog} --help`)")
 
 
-def int_at_least(minimum: int, why: str = "") -> Any:
-    """An argparse `type` accepting whole numbers >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}{why}")
-        return value
-
-    return parse
-
-
 def output_folder(text: str) -> Path:
     """An argparse `type` for --out: a folder, created if needed, that can be written to."""
     path = Path(text).expanduser()
@@ -61,23 +46,8 @@ def output_folder(text: str) -> Path:
     return path
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from tl_video.demo import run_demo
-
-    result = run_demo(args.model, args.out, n_frames=args.frames)
-    print(f"model: {result.model}{'  (untrained, random weights)' if result.model_is_random else ''}")
-    print(f"input: {result.n_tokens} tokens, {result.n_video_tokens} video tokens in {result.n_frames} frames")
-    print("top next tokens:", ", ".join(f"{token!r} {p:.3f}" for token, p in result.top_next_tokens))
-    print(f"clean - reversed logit of the top answer: {result.clean_minus_reversed_logit:+.4f}")
-    print("resid_pre patching (reversed <- clean), mean metric per layer x frame:")
-    for layer, row in enumerate(result.patch_recovery_by_layer_and_frame):
-        print(f"  L{layer + 1:<3}" + " ".join(f"{value:+.3f}" for value in row))
-    print(f"results written to {args.out / 'demo_result.json'}")
-    return 0
-
-
 def add_debug_option(parser: argparse.ArgumentParser) -> None:
-    """`--debug` on a subcommand too (`tl-video demo --debug`), without overriding the global one."""
+    """`--debug` on a subcommand too (`tl-video study --debug`), without overriding the global one."""
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
 
 
@@ -85,19 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tl-video", description="Circuit analysis for Video LLMs.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    demo = commands.add_parser(
-        "demo",
-        help="load a model, prepare a real mp4, cache activations and patch clean vs reversed video",
-        description="End-to-end demo on one synthetic video; writes demo_result.json to --out.",
-    )
-    demo.add_argument("--model", default=None, help="hub id or checkpoint folder (default: the built-in tl-video/toy-temporal when installed, else an untrained tiny LLaVA-NeXT-Video)")
-    demo.add_argument("--out", type=output_folder, default="tl_video_demo", help="output folder (default: ./tl_video_demo)")
-    demo.add_argument(
-        "--frames", type=int_at_least(2, " (patching clean vs reversed needs at least 2 frames)"), default=8,
-        help="frames sampled from the video, at least 2 (default: 8)",
-    )
-    add_debug_option(demo)
-    demo.set_defaults(run=_demo)
     from tl_video.study_cli import add_study_commands
 
     add_study_commands(commands)

@@ -30,16 +30,16 @@ CLI_TO_FIELDS = {  # a command-line option that sets a pipeline's own option, an
 }
 
 
-def _whole(minimum: int) -> Callable[[Any], int]:
+def _whole(minimum: int, why: str = "") -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ValueError(f"expected a whole number >= {minimum}, got {value!r}")
+            raise ValueError(f"expected a whole number >= {minimum}{why}, got {value!r}")
         try:
             number = int(value)
         except ValueError:
-            raise ValueError(f"expected a whole number >= {minimum}, got {value!r}") from None
+            raise ValueError(f"expected a whole number >= {minimum}{why}, got {value!r}") from None
         if number < minimum:
-            raise ValueError(f"expected a whole number >= {minimum}, got {number}")
+            raise ValueError(f"expected a whole number >= {minimum}{why}, got {number}")
         return number
 
     return parse
@@ -104,7 +104,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("window", _whole(1), "knockout window size in layers (default: the paper's 9 of 32 layers, scaled to the model's depth)", "K"),
     Option("window_styles", _names, "window styles: center, inverse, top_down, bottom_up (default: all)", "S,T"),
     Option("prompt_style", _choice(*PROMPT_STYLES), "chat: the model's chat template (default); paper: the reference code's literal prompt", "STYLE"),
-    Option("frames", _whole(1), "frames sampled per video (default: the model's, 8 for most)", "N"),
+    Option("frames", _whole(2, " (the study compares frames: cross-frame flows, reversed and shuffled videos)"),
+           "frames sampled per video, at least 2 (default: the model's, 8 for most)", "N"),
     Option("device", _text, "cpu, cuda, cuda:1, mps (default: cpu)", "DEVICE"),
     Option("dtype", _choice("float32", "bfloat16", "float16"), "float32 (default), bfloat16 or float16", "DTYPE"),
     Option("threads", _whole(1), "CPU threads for torch (default: torch's choice; the built-in model runs fastest on 1)", "N"),
@@ -118,6 +119,8 @@ OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
 def add_study_commands(commands: argparse._SubParsersAction) -> None:
     """Add `study`, the per-pipeline subcommands and `report` to the `tl-video` parser."""
+    from tl_video.cli import add_debug_option  # the parser's own module (imported lazily: it imports this one)
+
     study = commands.add_parser(
         "study", help="run every analysis end to end and write report.html",
         description="Run the information-flow study (flow, pathways, gen-prob, lens, attention, patch) into --out: "
@@ -134,11 +137,13 @@ def add_study_commands(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="(re)write report.html of a run folder from its records",
                                  description="Rebuild report.html of a study folder from its record files and run.json.")
     report.add_argument("run_dir", help="the study's --out folder")
-    report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+    add_debug_option(report)
     report.set_defaults(run=_report_command)
 
 
 def _add_options(parser: argparse.ArgumentParser, *, study: bool) -> None:
+    from tl_video.cli import add_debug_option
+
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     parser.add_argument("--config", metavar="FILE", help="a JSON or TOML file with the same options (command line wins)")
     for option in OPTIONS:
@@ -149,7 +154,7 @@ def _add_options(parser: argparse.ArgumentParser, *, study: bool) -> None:
             parser.add_argument(flag, dest=option.name, action="store_true", default=None, help=option.help)
         else:
             parser.add_argument(flag, dest=option.name, default=None, metavar=option.metavar, help=option.help)
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+    add_debug_option(parser)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -287,14 +292,12 @@ def read_config(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, A
 
 
 def _output_folder(text: str) -> Path:
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {text}: an existing file, not a folder; pass a folder path")
+    from tl_video.cli import output_folder
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"--out {text}: cannot be created ({error.strerror or error}); pass a writable folder") from None
-    return path
+        return output_folder(text)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"--out: {error}") from None
 
 
 # ----------------------------------------------------------------------------- running
