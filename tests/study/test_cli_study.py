@@ -27,7 +27,7 @@ def fails_with(capsys, argv: list[str], *fragments: str, code: int = 2) -> str:
     [
         (["--samples", "right"], ["--samples: 'right' is not one of correct, all, wrong"]),
         (["--n", "0"], ["--n: expected a whole number >= 1, got 0"]),
-        (["--frames", "eight"], ["--frames: expected a whole number >= 1, got 'eight'"]),
+        (["--frames", "eight"], ["--frames: expected a whole number >= 2", "got 'eight'"]),
         (["--prompt-style", "llava"], ["--prompt-style: 'llava' is not one of chat, paper"]),
         (["--dtype", "float64"], ["--dtype: 'float64' is not one of float32, bfloat16, float16"]),
         (["--formats", "png,gif"], ["--formats gif: not a figure format; valid: html, png, pdf, svg"]),
