@@ -69,7 +69,22 @@ def write_video(
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist; create it first.")
 
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a directory; pass a file path such as {str(path / 'video.mp4')!r}.")
     rate = Fraction(fps).limit_denominator(1001)
+    try:
+        _encode(path, frames, rate, codec, crf)
+    except (OSError, ValueError) as exc:  # PyAV: unknown container suffix, unwritable location, full disk
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        kind = next(base for base in (FileNotFoundError, PermissionError, OSError, ValueError) if isinstance(exc, base))
+        raise kind(
+            f"cannot write {str(path)!r}: {detail}; use a writable location and a video suffix such as .mp4 or .mkv."
+        ) from None
+    return path
+
+
+def _encode(path: Path, frames: np.ndarray, rate: Fraction, codec: str, crf: int) -> None:
+    _, height, width, _ = frames.shape
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
@@ -86,4 +101,3 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
