@@ -115,3 +115,21 @@ def test_flow_command_writes_records_report_and_resumes(tmp_path, capsys, study_
 def test_report_command_rebuilds_the_report(tmp_path, capsys):
     fails_with(capsys, ["report", str(tmp_path / "nothing")], "run folder not found")
     fails_with(capsys, ["report", str(tmp_path)], "holds no study records")
+
+
+@pytest.mark.slow
+def test_default_study_finishes_within_ten_minutes(tmp_path):
+    """The README's main job, as a user runs it: `tl-video study --out study` (built-in model, generated data)."""
+    import subprocess
+    import sys
+    import time
+
+    begin = time.time()
+    done = subprocess.run([sys.executable, "-m", "tl_video.cli", "study", "--out", str(tmp_path / "study")],
+                          capture_output=True, text=True, timeout=900)
+    seconds = time.time() - begin
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads((tmp_path / "study" / "run.json").read_text())
+    assert all(entry["status"] == "done" for entry in run["analyses"].values()) and len(run["analyses"]) == 6
+    assert (tmp_path / "study" / "report.html").is_file()
+    assert seconds < 600, f"the default study took {seconds:.0f} s on this machine"
