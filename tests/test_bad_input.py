@@ -117,10 +117,34 @@ def test_pickle_only_weights_refused(checkpoint_copy):
         tl_video.HookedVideoTransformer.from_pretrained(checkpoint_copy)
 
 
-def test_unreachable_hub_id_or_missing_folder(tmp_path, monkeypatch):
+def test_unreachable_hub_id_fails_offline_without_touching_the_network(tmp_path, monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import, so the variable alone would not make this
+    process offline: its constant is set too. Every socket is refused and counted, so any network
+    attempt fails the test, even on a machine where it would have succeeded."""
+    import socket
+
+    import huggingface_hub.constants
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args)[:100])
+        raise OSError("network disabled by the test")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no cached snapshot to fall back on
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     with pytest.raises(FileNotFoundError, match="could not be fetched"):
         tl_video.HookedVideoTransformer.from_pretrained("no-such-org/no-such-model")
+    assert attempts == [], f"the hub was contacted: {attempts}"
+
+
+def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         tl_video.HookedVideoTransformer.from_pretrained(tmp_path / "nothing" / "here")
 
