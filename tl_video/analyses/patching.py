@@ -40,6 +40,7 @@ from tl_video.video.corruption_specs import CorruptionSpec, corruption_from_json
 
 ANALYSIS = "patching"
 DEFAULT_CORRUPTIONS = ({"name": "reverse"}, {"name": "shuffle", "seed": 0}, {"name": "freeze", "index": 0})
+NEGLIGIBLE_RECOVERY = 0.05  # findings: mean recoveries smaller than this (in size) count as none
 DATASET_ANSWER_FIELDS = {"reverse": "reversed_answer_index"}  # corruption -> example metadata field of its answer
 
 
@@ -241,12 +242,13 @@ class PatchingResult:
             layer_index, frame = np.unravel_index(int(np.nanargmax(means)), means.shape)
             best = mean_ci(values[:, layer_index, frame], seed=seed)
             p = paired_permutation_p(values[:, layer_index, frame], 0.0, seed=seed)
-            late = means[-1]
+            quiet = [i for i in range(len(layers)) if np.all(np.abs(means[i:]) < NEGLIGIBLE_RECOVERY)]
+            later = (f"from L{layers[quiet[0]] + 1} on, no single frame's mean recovery exceeds {NEGLIGIBLE_RECOVERY:g} in size"
+                     if quiet else f"at L{layers[-1] + 1} single frames recover {means[-1].min():.2f} to {means[-1].max():.2f}")
             out.append(Finding(
                 f"Under {corruption}, patching the clean {self.header.options['activation']} of frame {frame + 1} at "
                 f"L{layers[layer_index] + 1} recovers {best.mean:.2f} [{best.low:.2f}, {best.high:.2f}] of the clean–corrupted "
-                f"logit difference, the most of any single frame; at L{layers[-1] + 1} single frames recover "
-                f"{late.min():.2f} to {late.max():.2f} ({excluded}).",
+                f"logit difference, the most of any single frame; {later} ({excluded}).",
                 "paired sign-flip permutation test vs. no recovery", p, int(values.shape[0]),
             ))
         return out
