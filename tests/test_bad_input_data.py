@@ -73,3 +73,25 @@ def test_property_any_bytes_parse_or_raise_one_line_naming_a_line(raw):
 @given(st.recursive(st.none() | st.integers() | st.text(max_size=5), lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3)))
 def test_property_valid_json_round_trips(value):
     assert decode_json(json.dumps(value).encode()) == value
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"A": "left", "B": "right"}, "got a dict .*keep only its keys"),
+        ({"left", "right"}, "got a set"),
+        (("left", "left "), r"the answer 'left' appears as options \[0, 1\], so its letter is ambiguous"),
+    ],
+)
+def test_example_options_that_would_silently_change_meaning(options, message):
+    from tl_video.data import InvalidExampleError, VideoQAExample
+
+    with pytest.raises(InvalidExampleError, match=message):
+        VideoQAExample(example_id="a", video="v.mp4", question="Which way?", options=options, answer_index=0)
+
+
+def test_example_options_from_a_generator_keep_their_order():
+    from tl_video.data import VideoQAExample
+
+    example = VideoQAExample(example_id="a", video="v.mp4", question="Q?", options=(o for o in ["x", "y"]), answer_index=1)
+    assert example.options == ("x", "y") and example.answer_index == 1

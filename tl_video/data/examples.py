@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import string
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
@@ -75,6 +77,12 @@ class VideoQAExample:
 
         if isinstance(self.options, (str, bytes)) or not hasattr(self.options, "__iter__"):
             raise InvalidExampleError("options", f"{where}: options must be a list of strings, got {self.options!r}.")
+        if isinstance(self.options, (Mapping, AbstractSet)):
+            raise InvalidExampleError(
+                "options",
+                f"{where}: options must be a list of strings in display order, got a {type(self.options).__name__} "
+                "(a mapping would keep only its keys, a set has no order); pass list(...) of the option texts.",
+            )
         options = tuple(self.options)
         bad = [i for i, o in enumerate(options) if not isinstance(o, str) or not o.strip()]
         if bad:
@@ -99,6 +107,14 @@ class VideoQAExample:
                     f"(valid 0..{len(options) - 1})."
                 )
             object.__setattr__(self, "answer_index", int(self.answer_index))
+            answer = options[self.answer_index]
+            repeats = [i for i, option in enumerate(options) if option.strip() == answer.strip()]
+            if len(repeats) > 1:
+                raise InvalidExampleError(
+                    "options",
+                    f"{where}: the answer {answer!r} appears as options {repeats}, so its letter is ambiguous; "
+                    "remove the duplicate option.",
+                )
 
         for name in ("start", "end"):
             value = getattr(self, name)
