@@ -74,19 +74,31 @@ def test_patching_clean_into_clean_is_the_identity(model, pair, options):
     assert torch.equal(table, baseline.expand_as(table))
 
 
-def test_per_example_statistics_through_patching_result(model, pair, options):
-    clean, corrupted = pair
-    _, clean_cache = model.run_with_cache(clean.tokens)
+def test_per_example_statistics_through_patching_result(model, options):
+    """Five different examples (videos, and their reversal as the corruption), so the values vary."""
     metric = answer_probability(options["B"])
-    per_example = [
-        patch_groups(model, clean, corrupted, clean_cache, metric, ["video", "last"], reduce="none") for _ in range(3)
-    ]
+    per_example = []
+    for seed in range(50, 55):
+        frames = random_video(seed)
+        clean = model.prepare(video=frames, prompt=QUESTION, answer_prefix="Best option:(")
+        corrupted = model.prepare(video=frames[::-1].copy(), prompt=QUESTION, answer_prefix="Best option:(")
+        _, clean_cache = model.run_with_cache(clean.tokens, names_filter=lambda name: name.endswith("hook_resid_pre"))
+        per_example.append(patch_groups(model, clean, corrupted, clean_cache, metric, ["video", "last"], reduce="none"))
     assert all(isinstance(result, PatchingResult) for result in per_example)
     stacked = stack_examples(per_example)
-    assert stacked.values.shape == (model.cfg.n_layers, 2, 3)
-    low, high = stacked.bootstrap_ci(n_resamples=50)
-    assert (low <= stacked.mean() + 1e-6).all() and (stacked.mean() <= high + 1e-6).all()
-    assert stacked.stderr().shape == (model.cfg.n_layers, 2)
+    assert stacked.values.shape == (model.cfg.n_layers, 2, 5)
+    for index, result in enumerate(per_example):
+        assert torch.equal(stacked.values[..., index], result.values[..., 0])
+    values = stacked.values.double()
+    assert (values.std(-1) > 1e-4).all(), "the examples must differ in every cell for the interval to mean anything"
+    mean = stacked.mean().double()
+    assert torch.allclose(mean, values.mean(-1))
+    low, high = (bound.double() for bound in stacked.bootstrap_ci(n_resamples=400))
+    # A percentile bootstrap of the mean of varying values: strictly around the mean, within the data.
+    assert (low < mean).all() and (mean < high).all()
+    assert (low >= values.min(-1).values - 1e-9).all() and (high <= values.max(-1).values + 1e-9).all()
+    stderr = stacked.stderr().double()
+    assert torch.allclose(stderr, values.std(-1) / 5**0.5, rtol=1e-4)
 
 
 def test_patch_video_tokens_fills_the_frame_grid(model, pair, options):
