@@ -95,3 +95,9 @@ def test_example_options_from_a_generator_keep_their_order():
 
     example = VideoQAExample(example_id="a", video="v.mp4", question="Q?", options=(o for o in ["x", "y"]), answer_index=1)
     assert example.options == ("x", "y") and example.answer_index == 1
+
+
+@pytest.mark.parametrize("reader", ["jsonl", "tvbench"])
+def test_dataset_path_that_is_a_folder(tmp_path, reader):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the annotation file inside it"):
+        read_jsonl(tmp_path) if reader == "jsonl" else read_tvbench(tmp_path, tmp_path)

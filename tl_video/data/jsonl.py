@@ -46,6 +46,8 @@ def read_jsonl(
     path = Path(path)
     file = str(path)
     if not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(f"dataset path {file!r} is a folder; pass the annotation file inside it (e.g. a .json or .jsonl file).")
         raise FileNotFoundError(f"dataset file not found: {file!r} (resolved: {path.absolute()}).")
     root = path.parent if video_root is None else Path(video_root)
 

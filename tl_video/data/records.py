@@ -85,6 +85,8 @@ def load_json_file(path: str | Path) -> Any:
     whose message names the file and the line."""
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(f"dataset path {str(path)!r} is a folder; pass the annotation file inside it (e.g. a .json or .jsonl file).")
         raise FileNotFoundError(f"dataset file not found: {str(path)!r} (resolved: {path.absolute()}).")
     try:
         return decode_json(path.read_bytes())
