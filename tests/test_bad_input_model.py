@@ -187,3 +187,22 @@ def test_non_finite_video_tokens_are_refused():
     bank = VideoBank(10, 2, torch.float16)
     with pytest.raises(ValueError, match="contain NaN or inf"):
         bank.register(torch.tensor([[1.0, float("nan")]]), torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "positions, error, message",
+    [
+        (torch.tensor([[0, 1]]), ValueError, r"position_ids has shape \(1, 2\); expected \[batch, pos\] with pos=3"),
+        (torch.tensor([[0.0, 1.5, 2.0]]), TypeError, "position_ids must be integer positions.*torch.float32"),
+    ],
+)
+def test_bad_position_ids(model, positions, error, message):
+    with pytest.raises(error, match=message):
+        model(torch.tensor([[1, 2, 3]]), position_ids=positions)
+    torch.testing.assert_close(model(torch.tensor([[1, 2, 3]]), position_ids=torch.arange(3)[None]), model(torch.tensor([[1, 2, 3]])))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_moving_to_an_absent_gpu(model):
+    with pytest.raises(ValueError, match="device='cuda'|device=device\\(type='cuda'\\).*CUDA is not available"):
+        model.to("cuda")

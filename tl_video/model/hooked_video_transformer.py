@@ -20,7 +20,7 @@ from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from tl_video.model.block import TransformerBlock
-from tl_video.model.config import VideoTransformerConfig
+from tl_video.model.config import VideoTransformerConfig, resolve_device
 from tl_video.model.embed import Embed, Unembed
 from tl_video.model.kv_cache import KeyValueCache
 from tl_video.model.masks import causal_mask
@@ -130,6 +130,8 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         attention_mask = self._check_attention_mask(attention_mask, batch, length)
         past_length = 0 if past_kv_cache is None else past_kv_cache.length
         key_padding = self._key_padding(attention_mask, past_kv_cache, batch, length, residual.device)
+        if position_ids is not None:
+            position_ids = self._check_position_ids(position_ids, batch, length)
         if position_ids is None:
             position_ids = self.position_ids(tokens, attention_mask, past_kv_cache, batch, length, residual.device)
         cos, sin = self.rotary(position_ids.to(residual.device), residual.dtype)
@@ -231,6 +233,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
     def to(self, *args: Any, **kwargs: Any) -> "HookedVideoTransformer":
         """Move or cast like nn.Module.to, keeping `cfg.device` / `cfg.dtype` in step."""
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        resolve_device(device)  # a device this machine lacks is one clear error, before anything moves
         moved = super().to(*args, **kwargs)
         if device is not None:
             self.cfg.device = str(device)
@@ -407,6 +410,16 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (real token)")
         return mask.reshape(batch, length).long()
+
+    def _check_position_ids(self, position_ids: Any, batch: int, length: int) -> torch.Tensor:
+        """Integer positions whose last two dims are [batch or 1, pos] ([3, ...] for M-RoPE)."""
+        positions = torch.as_tensor(position_ids)
+        wanted = "[3, batch, pos]" if self.cfg.mrope_section is not None else "[batch, pos]"
+        if positions.is_floating_point() or positions.dtype == torch.bool:
+            raise TypeError(f"position_ids must be integer positions {wanted}, got dtype {positions.dtype}")
+        if positions.ndim < 1 or positions.shape[-1] != length or (positions.ndim >= 2 and positions.shape[-2] not in (1, batch)):
+            raise ValueError(f"position_ids has shape {tuple(positions.shape)}; expected {wanted} with pos={length}, batch={batch}")
+        return positions
 
     def _refuse_unmasked_left_padding(self, tokens: Int[torch.Tensor, "batch pos"]) -> None:
         """A row starting with the pad token is left padding; without a mask it would be attended to.
