@@ -206,3 +206,25 @@ def test_bad_position_ids(model, positions, error, message):
 def test_moving_to_an_absent_gpu(model):
     with pytest.raises(ValueError, match="device='cuda'|device=device\\(type='cuda'\\).*CUDA is not available"):
         model.to("cuda")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 6), st.integers(1, 4)),
+    st.sampled_from([np.uint8, np.float32, np.int64, np.bool_]),
+    st.booleans(),
+    st.one_of(st.none(), st.integers(-1, 4)),
+)
+def test_property_load_frames_returns_valid_frames_or_one_clear_line(shape, dtype, reverse, num_frames):
+    from tl_video.prompts.prepare import load_frames
+
+    frames = np.zeros(shape, dtype=dtype)
+    frames = frames[::-1] if reverse else frames
+    try:
+        loaded = load_frames(frames, num_frames)
+    except ValueError as error:
+        assert "\n" not in str(error)
+        return
+    assert loaded.dtype == np.uint8 and loaded.flags.c_contiguous and loaded.shape[-1] == 3
+    assert loaded.shape[0] >= 1 and min(loaded.shape[1:3]) >= 4
+    assert num_frames is None or loaded.shape[0] == num_frames
