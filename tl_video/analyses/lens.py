@@ -9,7 +9,8 @@ top 5 reported). Three views come out of it:
 - vocabulary by layer bin: the top-1 tokens of all video tokens of all examples, counted per
   bin of layers for a spatial and a temporal keyword list, rows normalised to sum 1. Bins are
   non-overlapping, ``min(5, ceil(n_layers / 6))`` layers wide unless given (5 on 32-layer
-  models, as in the paper; 1 on the 6-layer built-in model); the last bin may be shorter;
+  models, as in the paper; 1 on the 6-layer built-in model); the last bin may be shorter (the
+  reference code's overlapping bins are a defect and are not reproduced);
 - the per-frame grid of one example: the top tokens of every video token at every layer, with
   the frame images (thumbnails) so a figure can be drawn from the records alone;
 - the answer probability by layer: the option letters' probabilities at the last position,
