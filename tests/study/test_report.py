@@ -16,7 +16,7 @@ from tl_video.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHEAP = {  # the smallest options of each pipeline that still draw every figure
-    "flow": {"presets": ("vql-to-ql",)},
+    "flow": {"presets": ("cross-frame", "vql-to-ql")},  # pathways finds its ranges from these curves
     "patch": {"corruptions": ({"name": "reverse"},)},
 }
 

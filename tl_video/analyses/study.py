@@ -254,11 +254,11 @@ def run_study(
         say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s")
         write_run_json(out_dir, info, runs, started)
 
-    export_figures(out_dir, {name: (pipelines[name], results[name]) for name in results}, runs, formats, say)
+    drawn = export_figures(out_dir, {name: (pipelines[name], results[name]) for name in results}, runs, formats, say, progress)
     write_run_json(out_dir, info, runs, started, finished=True)
     from tl_video.report import write_report
 
-    report = write_report(out_dir)
+    report = write_report(out_dir, figures=drawn)
     say(f"[study] report: {report}")
     study = StudyRun(out_dir, runs, results, report, time.time() - started)
     write_run_json(out_dir, info, runs, started, finished=True)
@@ -286,9 +286,14 @@ def _pipeline_inputs(pipeline: Pipeline, results: Mapping[str, Any], out_dir: Pa
 
 def export_figures(
     out_dir: Path, done: Mapping[str, tuple[Pipeline, Any]], runs: Mapping[str, AnalysisRun],
-    formats: Sequence[str], say: Callable[[str], None],
-) -> None:
-    """Write every figure of every finished analysis to ``out_dir/figures`` (HTML always; static when possible)."""
+    formats: Sequence[str], say: Callable[[str], None], progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Write every figure of every finished analysis to ``out_dir/figures`` (HTML always; static when possible).
+
+    Returns the figures by analysis, so the report need not draw them again.
+    """
+    from tqdm.auto import tqdm
+
     from tl_video.plots.style import static_export_available
 
     folder = out_dir / FIGURE_FOLDER
@@ -298,6 +303,7 @@ def export_figures(
     if problem:
         say(f"[study] figures: HTML only; {problem}")
         static = []
+    drawn: dict[str, dict[str, Any]] = {}
     pending: list[tuple[Any, Path, str]] = []
     for name, (pipeline, result) in done.items():
         begin = time.time()
@@ -307,26 +313,43 @@ def export_figures(
             runs[name].error = f"figures: {_one_line(error)}"
             say(f"[study] {name} figures failed: {runs[name].error}")
             continue
-        for stem, figure in figures.items():
-            path = folder / f"{stem}.html"
-            figure.write_html(path, include_plotlyjs="directory", full_html=True)
-            runs[name].figures.append(path.relative_to(out_dir).as_posix())
-            pending.extend((figure, folder / f"{stem}.{fmt}", name) for fmt in static)
+        drawn[name] = figures
+        if "html" in formats:
+            for stem, figure in figures.items():
+                path = folder / f"{stem}.html"
+                figure.write_html(path, include_plotlyjs="directory", full_html=True)
+                runs[name].figures.append(path.relative_to(out_dir).as_posix())
+        pending.extend((figure, folder / f"{stem}.{fmt}", name) for stem, figure in figures.items() for fmt in static)
         runs[name].figure_seconds = time.time() - begin
     if pending:
-        begin = time.time()
-        import plotly.io as pio
+        _write_static(pending, runs, out_dir, say, progress)
+    return drawn
 
+
+def _write_static(
+    pending: list[tuple[Any, Path, str]], runs: Mapping[str, AnalysisRun], out_dir: Path,
+    say: Callable[[str], None], progress: bool,
+) -> None:
+    """PNG/PDF/SVG through kaleido, one browser for all figures; a failure leaves the HTML figures."""
+    import warnings
+
+    import kaleido
+    from tqdm.auto import tqdm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # plotly warns that kaleido options are ignored with a running server
         try:
-            pio.write_images([f for f, _, _ in pending], [p for _, p, _ in pending], scale=2)
+            kaleido.start_sync_server(silence_warnings=True)
+            try:
+                for figure, path, name in tqdm(pending, desc="figure files", unit="figure", disable=not progress, leave=False):
+                    begin = time.time()
+                    figure.write_image(path, scale=2 if path.suffix == ".png" else 1)
+                    runs[name].figures.append(path.relative_to(out_dir).as_posix())
+                    runs[name].figure_seconds += time.time() - begin
+            finally:
+                kaleido.stop_sync_server(silence_warnings=True)
         except Exception as error:  # noqa: BLE001 - static export depends on a browser; HTML is already there
             say(f"[study] figures: static export failed ({_one_line(error)}); the HTML figures were written")
-            return
-        for figure, path, name in pending:
-            runs[name].figures.append(path.relative_to(out_dir).as_posix())
-        share = (time.time() - begin) / len(pending)
-        for _, _, name in pending:
-            runs[name].figure_seconds += share
 
 
 def run_info(

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tl_video.analyses.study import ANALYSES, REPORT_FILE, RUN_FILE, STUDY_ORDER, Analysis, read_run_info
 from tl_video.report.page import escape, facts, figure, page, table
@@ -28,24 +28,28 @@ class Section:
     problems: list[str] = field(default_factory=list)  # parts that could not be drawn, one line each
 
 
-def write_report(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """Write the report of ``run_dir`` to ``path`` (default ``run_dir/report.html``) and return its path."""
+def write_report(run_dir: str | Path, path: str | Path | None = None, *, figures: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``path`` (default ``run_dir/report.html``) and return its path.
+
+    ``figures``: figures already drawn, by analysis (`run_study` passes its own); the rest are drawn here.
+    """
     run_dir = Path(run_dir)
     target = Path(path) if path is not None else run_dir / REPORT_FILE
-    text = build_report(run_dir)
+    text = build_report(run_dir, figures=figures)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(target)
     return target
 
 
-def build_report(run_dir: str | Path) -> str:
-    """The report of ``run_dir`` as one HTML document."""
+def build_report(run_dir: str | Path, *, figures: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The report of ``run_dir`` as one HTML document (``figures``: already drawn, by analysis)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder not found: {run_dir}")
     info = read_run_info(run_dir) if (run_dir / RUN_FILE).is_file() else {}
-    sections = [_section(run_dir, ANALYSES[name], info) for name in _analyses_of(run_dir, info)]
+    drawn = figures or {}
+    sections = [_section(run_dir, ANALYSES[name], info, drawn.get(name)) for name in _analyses_of(run_dir, info)]
     if not sections:
         raise FileNotFoundError(f"{run_dir} holds no study records (no run.json and no <analysis>.jsonl); run `tl-video study --out {run_dir}` first")
     title = _title(info, sections)
@@ -79,7 +83,7 @@ def _analyses_of(run_dir: Path, info: dict[str, Any]) -> list[str]:
     return names
 
 
-def _section(run_dir: Path, analysis: Analysis, info: dict[str, Any]) -> Section:
+def _section(run_dir: Path, analysis: Analysis, info: dict[str, Any], figures: Mapping[str, Any] | None = None) -> Section:
     run = info.get("analyses", {}).get(analysis.name, {})
     section = Section(analysis, run.get("status", "done"), run.get("error"))
     try:
@@ -98,7 +102,7 @@ def _section(run_dir: Path, analysis: Analysis, info: dict[str, Any]) -> Section
         return section
     section.header = result.header
     section.baseline = [r for r in result.records if r.get("kind") == "baseline"]
-    for part, build in (("findings", result.findings), ("figures", lambda: pipeline.figures(result)),
+    for part, build in (("findings", result.findings), ("figures", lambda: figures if figures is not None else pipeline.figures(result)),
                         ("tables", getattr(result, "tables", dict))):
         try:
             setattr(section, part, list(build()) if part == "findings" else dict(build()))
