@@ -129,3 +129,29 @@ def test_garbage_tokenizer_file(checkpoint_copy):
     (checkpoint_copy / "tokenizer.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable files among .*tokenizer.json"):
         load(checkpoint_copy)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[1]", r"adapter_config.json must hold a JSON object"),
+        (b'{"r": 8,\n "x": "\xff"}', r"adapter_config.json is not UTF-8 text \(byte 16, line 2\)"),
+        (b"[" * 100_000, "nests JSON arrays/objects too deeply"),
+    ],
+)
+def test_lora_adapter_config_unreadable(tmp_path, content, message):
+    from tl_video.loading.lora import read_lora_config
+
+    (tmp_path / "adapter_config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        read_lora_config(tmp_path)
+
+
+def test_lora_adapter_weights_truncated(tmp_path):
+    from tl_video.loading.lora import read_lora_weights
+
+    path = tmp_path / "adapter_model.safetensors"
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.zeros(2, 4)}, path)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(CheckpointError, match=rf"{path} is not a readable safetensors file"):
+        read_lora_weights(tmp_path)

@@ -21,7 +21,6 @@ raises a `CheckpointError` naming it, never a partial merge.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tl_video.loading.checkpoint import CheckpointError
+from tl_video.loading.checkpoint import CheckpointError, check_safetensors, read_json_object
 
 # Prefixes that lead from the model PEFT wrapped to the language model (decoder) it contains.
 _LANGUAGE_MODEL_PREFIXES = ("language_model.model.", "model.language_model.", "language_model.", "model.", "")
@@ -59,10 +58,7 @@ def read_lora_config(folder: Path) -> LoraConfig:
     path = folder / "adapter_config.json"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no adapter_config.json; is it a PEFT LoRA adapter folder?")
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    raw: dict[str, Any] = read_json_object(path)
     if raw.get("peft_type", "LORA") != "LORA":
         raise CheckpointError(f"{path}: peft_type {raw['peft_type']!r} is not a LoRA adapter")
     unsupported = {
@@ -101,6 +97,7 @@ def read_lora_weights(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{folder} has no adapter_model.safetensors{hint}")
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     other: list[str] = []
+    check_safetensors(path)
     for key, tensor in load_file(path).items():
         match = _LORA_KEY.match(key)
         if match is None:
