@@ -118,7 +118,7 @@ def test_curves_rise_and_figure_from_a_fixed_result():
     assert finding.n == 2
     (rows,) = result.tables().values()
     assert [row["layer"] for row in rows] == ["L1", "L2", "L3"]
-    assert rows[2]["true option"].startswith("0.850 [") and rows[2]["n"] == 2
+    assert rows[2]["true option (final_norm)"].startswith("0.850 [") and rows[2]["n"] == 2
 
     fig = probability_by_layer(result)
     lines = [trace for trace in fig.data if trace.showlegend is not False]

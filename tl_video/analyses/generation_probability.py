@@ -173,16 +173,19 @@ class GenerationProbabilityResult:
         return first, p_first
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
-        """The report's table: per readout and layer, the mean probability of the true and false options [95% CI]."""
+        """The report's table: per layer, the mean probability of the true and false options [95% CI], one column
+        pair per readout."""
+        curves = {readout: self.curves(readout) for readout in self.readouts}
         rows = []
-        for readout in self.readouts:
-            curves = self.curves(readout)
-            for layer, (true, false) in enumerate(zip(curves["true option"], curves["false options"])):
-                rows.append({"readout": readout, "layer": f"L{layer + 1}",
-                             "true option": f"{true.mean:.3f} [{true.low:.3f}, {true.high:.3f}]",
-                             "false options (mean)": f"{false.mean:.3f} [{false.low:.3f}, {false.high:.3f}]",
-                             "n": true.n})
-        return {"Answer-letter probability by layer (pooled over tasks)": rows}
+        for layer in range(self.n_layers):
+            row: dict[str, Any] = {"layer": f"L{layer + 1}"}
+            for readout, curve in curves.items():
+                for name in ("true option", "false options"):
+                    point = curve[name][layer]
+                    row[f"{name} ({readout})"] = f"{point.mean:.3f} [{point.low:.3f}, {point.high:.3f}]"
+            row["n"] = curve["true option"][layer].n
+            rows.append(row)
+        return {"Answer-letter probability by layer, mean [95% CI] (pooled over tasks)": rows}
 
     def findings(self) -> list[Finding]:
         """Where the true option's probability rises, and from which layer it leads the false options, per

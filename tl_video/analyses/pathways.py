@@ -200,7 +200,7 @@ def _record(condition: str, scored: ScoredExample, probabilities: Float[torch.Te
     return {
         "key": f"{condition}/{scored.example.example_id}", "kind": ANALYSIS, "condition": condition,
         "example_id": scored.example.example_id, "task": scored.task, "true_letter": scored.true_letter,
-        "true_token": scored.true_token, "answer_token": answer, "correct": answer == scored.true_token,
+        "true_token": scored.true_token, "answer_token": answer, "correct": scored.is_true(answer),
         "p_true": float(probabilities[scored.true_token]),
         "letter_probabilities": {letter: float(probabilities[token]) for letter, token in scored.letters.items()},
         "edges": edges.to_json(), "spec": None if spec is None else spec.to_json(), **extra,
@@ -387,7 +387,7 @@ class PathwayResult:
              "95% CI": f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%"}
             for row in self.table()
         ]
-        ranges = [{"flow": FLOW_NAMES[name], "kept in (1-indexed)": layer_span_text(layers),
+        ranges = [{"flow": FLOW_NAMES[name], "kept in (1-indexed)": layer_span_text(layers) if layers else "nowhere",
                    "layers (0-indexed)": list(layers) or "none"} for name, layers in self.ranges.items()]
         rule = f"Layer ranges kept ({'given' if self.range_source == 'given' else 'rule: ' + self.range_rule})"
         return {"Effective pathways vs full attention and random blocking": conditions, rule: ranges}
