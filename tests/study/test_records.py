@@ -215,3 +215,23 @@ def test_baseline_records_count_every_example_and_resume_keeps_the_selection(toy
     assert again == selected and len(resumed.records) == 3
     with pytest.raises(ValueError, match="no examples to analyse"):
         list(scored_examples(toy_model, [], options))
+
+
+def test_accuracy_ignores_the_case_of_the_answer_letter(toy_model, study_examples):
+    """A model answering "(c" to option C is right (the reference counted it wrong); another letter is not."""
+    from dataclasses import replace
+
+    import torch
+
+    from tl_video.analyses.flow import knockout_record
+    from tl_video.analyses.scoring import score_example
+
+    scored = score_example(toy_model, study_examples[0], StudyOptions())
+    (lower,) = scored.true_variants
+    assert toy_model.to_string([lower]) == scored.true_letter.lower()
+    assert replace(scored, answer_token=lower).correct and scored.is_true(scored.true_token)
+    other = next(token for letter, token in scored.letters.items() if letter != scored.true_letter)
+    assert not replace(scored, answer_token=other).correct
+    probabilities = torch.zeros(toy_model.cfg.d_vocab)
+    probabilities[lower] = 1.0
+    assert knockout_record(scored, probabilities)["new_correct"] is True

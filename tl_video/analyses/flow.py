@@ -250,7 +250,7 @@ def knockout_record(
         "answer_token": a, "true_token": t, "p_answer": p_answer, "p_answer_knockout": p_answer_new,
         "p_true": p_true, "p_true_knockout": p_true_new,
         "change_answer": _relative_change(p_answer_new, p_answer), "change_true": _relative_change(p_true_new, p_true),
-        "new_token": new_token, "new_correct": new_token == t,
+        "new_token": new_token, "new_correct": scored.is_true(new_token),
     }
 
 

@@ -18,7 +18,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from tl_video.data.examples import VideoQAExample
-from tl_video.prompts.answers import option_token_ids
+from tl_video.prompts.answers import answer_token_id, option_token_ids
 from tl_video.prompts.prepare import prepare_example
 from tl_video.prompts.prepared import PreparedInput
 
@@ -61,10 +61,15 @@ class ScoredExample:
     probabilities: Float[torch.Tensor, "d_vocab"] = field(repr=False)  # baseline softmax at the last position
     answer_token: int  # baseline argmax over the vocabulary
     true_token: int
+    true_variants: tuple[int, ...] = ()  # other tokens that also answer the true letter: its lower case, in context
+
+    def is_true(self, token: int) -> bool:
+        """Whether ``token`` answers the true option: its letter in either case (accuracy ignores case)."""
+        return token == self.true_token or token in self.true_variants
 
     @property
     def correct(self) -> bool:
-        return self.answer_token == self.true_token
+        return self.is_true(self.answer_token)
 
     @property
     def true_letter(self) -> str:
@@ -104,10 +109,25 @@ def score_example(model: Any, example: VideoQAExample, options: StudyOptions, **
     prepared = prepare_for_study(model, example, options, **kwargs)
     letters = option_token_ids(model.tokenizer, prepared)
     probabilities = model(prepared.tokens)[0, -1].float().softmax(-1).cpu()
+    true_token = letters[prepared.layout.true_option]
     return ScoredExample(
         example=example, prepared=prepared, letters=letters, probabilities=probabilities,
-        answer_token=int(probabilities.argmax()), true_token=letters[prepared.layout.true_option],
+        answer_token=int(probabilities.argmax()), true_token=true_token,
+        true_variants=lower_case_variants(model.tokenizer, prepared, prepared.layout.true_option, exclude=set(letters.values())),
     )
+
+
+def lower_case_variants(tokenizer: Any, prepared: PreparedInput, letter: str, exclude: set[int]) -> tuple[int, ...]:
+    """The token of ``letter`` in lower case after this prompt, when it is one token that is no option's letter.
+
+    The reference code compares answers case-sensitively (a model answering "(b" to option B is
+    counted wrong); the study does not (docs/methods.md, "Deliberate differences").
+    """
+    try:
+        token = answer_token_id(tokenizer, prepared.text, letter.lower())
+    except ValueError:  # not a single token in this context: nothing to accept
+        return ()
+    return () if token in exclude else (token,)
 
 
 def is_selected(scored: ScoredExample, samples: str) -> bool:
