@@ -228,3 +228,9 @@ def test_property_load_frames_returns_valid_frames_or_one_clear_line(shape, dtyp
     assert loaded.dtype == np.uint8 and loaded.flags.c_contiguous and loaded.shape[-1] == 3
     assert loaded.shape[0] >= 1 and min(loaded.shape[1:3]) >= 4
     assert num_frames is None or loaded.shape[0] == num_frames
+
+
+def test_decoded_video_too_small_is_refused_like_an_array(model, tmp_path):
+    path = write_video(tmp_path / "strip.mp4", np.zeros((4, 2, 16, 3), dtype=np.uint8), fps=4)
+    with pytest.raises(ValueError, match="frames of 2x16 pixels .* too small to encode"):
+        model.prepare(video=path, prompt="What happens?", num_frames=4)

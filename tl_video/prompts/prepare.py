@@ -43,8 +43,9 @@ def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
     if isinstance(video, (str, Path)) or hasattr(video, "read"):
         from tl_video.video import read_video
 
-        return read_video(video, num_frames=DEFAULT_NUM_FRAMES if num_frames is None else num_frames).frames
-    frames = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+        frames = read_video(video, num_frames=DEFAULT_NUM_FRAMES if num_frames is None else num_frames).frames
+    else:
+        frames = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(
             f"video frames must be uint8 [frames, height, width, 3] (RGB), got shape {frames.shape}; "
