@@ -212,3 +212,18 @@ def test_table_and_edge_accuracy_figures_from_a_fixed_result():
     assert fig.layout.xaxis.title.text == "attention edges kept (%)"
     assert "n = 4 answered correctly at baseline, of 4 examples" in fig.layout.annotations[0].text
     assert list(figures(result)) == ["pathways_table", "pathways_edges_accuracy"]
+
+
+def test_retained_accuracy_counts_only_examples_correct_with_full_attention():
+    result = fixed_result()
+    records = [dict(r, correct=False) if r["key"] == "full_attention/e3" else r for r in result.records]
+    result = PathwayResult(header=RunHeader(**{**result.header.__dict__, "options": {**result.header.options, "samples": "all"}}),
+                           records=records)
+    assert (result.accuracy("pathways").n_correct, result.accuracy("pathways").n) == (3, 4)
+    retained = result.retained("pathways")
+    assert (retained.n_correct, retained.n) == (3, 3) and retained.ci.mean == 1.0
+    assert (result.retained("random").n_correct, result.retained("random").n) == (1, 3)
+    table = pathway_table(result).data[0]
+    assert table.header.values[-1] == "<b>retained</b>"
+    assert list(table.cells.values[-1]) == ["100% (3/3)", "100% (3/3)", "33% (1/3)"]
+    assert "n = 4 examples" in pathway_table(result).layout.annotations[0].text

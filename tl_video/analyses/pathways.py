@@ -340,6 +340,14 @@ class PathwayResult:
         return Accuracy(CONDITIONS[condition], int(sum(values)), len(values),
                         mean_ci(np.asarray(values, dtype=float), seed=self.seed))
 
+    def retained(self, condition: str, task: str = POOLED) -> Accuracy:
+        """Retained accuracy: of the examples answered correctly with full attention, those still answered
+        correctly under ``condition`` (equal to the accuracy when only correct examples are analysed)."""
+        full, under = self.correct("full_attention", task), self.correct(condition, task)
+        values = [under[e] for e, correct in full.items() if correct and e in under]
+        return Accuracy(CONDITIONS[condition], int(sum(values)), len(values),
+                        mean_ci(np.asarray(values, dtype=float), seed=self.seed))
+
     def edges(self, condition: str, task: str = POOLED) -> Edges:
         """Edges kept and suppressed under ``condition``, summed over layers (per example and in total)."""
         counts = [r["edges"] for r in self._records(condition, task)]
@@ -367,14 +375,17 @@ class PathwayResult:
         return paired_permutation_p([float(pathways[e]) for e in shared], [float(random[e]) for e in shared], seed=self.seed)
 
     def table(self, task: str = POOLED) -> list[dict[str, Any]]:
-        """One row per condition: edges kept (per example and %), accuracy with its denominator and interval."""
+        """One row per condition: edges kept (per example and %), accuracy and retained accuracy with their
+        denominators and intervals."""
         rows = []
         for condition in CONDITIONS:
-            edges, accuracy = self.edges(condition, task), self.accuracy(condition, task)
+            edges, accuracy, retained = self.edges(condition, task), self.accuracy(condition, task), self.retained(condition, task)
             rows.append({"condition": CONDITIONS[condition], "edges_kept_per_example": edges.kept,
                          "edges_kept_percent": edges.kept_percent, "edges_suppressed_percent": edges.suppressed_percent,
                          "n_correct": accuracy.n_correct, "n": accuracy.n, "accuracy": accuracy.rate,
-                         "accuracy_low": accuracy.ci.low, "accuracy_high": accuracy.ci.high})
+                         "accuracy_low": accuracy.ci.low, "accuracy_high": accuracy.ci.high,
+                         "n_retained": retained.n_correct, "n_full_correct": retained.n, "retained": retained.rate,
+                         "retained_low": retained.ci.low, "retained_high": retained.ci.high})
         return rows
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
@@ -384,7 +395,8 @@ class PathwayResult:
              "edges kept (%)": round(row["edges_kept_percent"], 1),
              "edges suppressed (%)": round(row["edges_suppressed_percent"], 1),
              "accuracy": f"{100 * row['accuracy']:.1f}% ({row['n_correct']}/{row['n']})",
-             "95% CI": f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%"}
+             "95% CI": f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%",
+             "retained (of full-attention correct)": f"{100 * row['retained']:.1f}% ({row['n_retained']}/{row['n_full_correct']})"}
             for row in self.table()
         ]
         ranges = [{"flow": FLOW_NAMES[name], "kept in (1-indexed)": layer_span_text(layers) if layers else "nowhere",

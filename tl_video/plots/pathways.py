@@ -17,23 +17,27 @@ SYMBOLS = {"full attention": "circle", "effective pathways": "diamond", "random 
 
 
 def pathway_table(result: PathwayResult, task: str = POOLED) -> go.Figure:
-    """Plotly table: condition, edges kept (% and per example), accuracy with its denominator and 95% interval."""
+    """Plotly table: condition, edges kept (% and per example), accuracy with its denominator and 95% interval;
+    when not only correctly answered examples were analysed, also the accuracy retained from full attention."""
     rows = result.table(task)
-    cells = [
-        [row["condition"] for row in rows],
-        [f"{row['edges_kept_percent']:.1f}%" for row in rows],
-        [f"{row['edges_kept_per_example']:,.0f}" for row in rows],
-        [f"{100 * row['accuracy']:.1f}% ({row['n_correct']}/{row['n']})" for row in rows],
-        [f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%" for row in rows],
-    ]
+    columns = {
+        "condition": ([row["condition"] for row in rows], 1.45, "left"),
+        "edges kept": ([f"{row['edges_kept_percent']:.1f}%" for row in rows], 0.9, "right"),
+        "edges / example": ([f"{row['edges_kept_per_example']:,.0f}" for row in rows], 1.0, "right"),
+        "accuracy": ([f"{100 * row['accuracy']:.1f}% ({row['n_correct']}/{row['n']})" for row in rows], 1.35, "right"),
+        "95% CI": ([f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%" for row in rows], 0.95, "right"),
+    }
+    if result.header.options.get("samples", "correct") != "correct":
+        columns["retained"] = ([f"{100 * row['retained']:.0f}% ({row['n_retained']}/{row['n_full_correct']})"
+                                for row in rows], 1.2, "right")
+    font = dict(family=FONT["family"], size=12, color=FONT["color"])
+    aligns = [align for _, _, align in columns.values()]
     fig = go.Figure(go.Table(
-        columnwidth=[1.45, 0.9, 1.0, 1.35, 0.95],
-        header=dict(values=["<b>condition</b>", "<b>edges kept</b>", "<b>edges / example</b>", "<b>accuracy</b>",
-                            "<b>95% CI</b>"],
-                    fill_color="#f2f2f2", line_color="#cccccc", align=["left", "right", "right", "right", "right"],
-                    font=dict(family=FONT["family"], size=12, color=FONT["color"]), height=28),
-        cells=dict(values=cells, line_color="#dddddd", fill_color="white", align=["left", "right", "right", "right", "right"],
-                   font=dict(family=FONT["family"], size=12, color=FONT["color"]), height=26),
+        columnwidth=[width for _, width, _ in columns.values()],
+        header=dict(values=[f"<b>{name}</b>" for name in columns], fill_color="#f2f2f2", line_color="#cccccc",
+                    align=aligns, font=font, height=28),
+        cells=dict(values=[values for values, _, _ in columns.values()], line_color="#dddddd", fill_color="white",
+                   align=aligns, font=font, height=26),
     ))
     paper_layout(fig, height=180, legend_below=False)
     fig.update_layout(margin=dict(l=5, r=5, t=5, b=42))
