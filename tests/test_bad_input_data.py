@@ -101,3 +101,20 @@ def test_example_options_from_a_generator_keep_their_order():
 def test_dataset_path_that_is_a_folder(tmp_path, reader):
     with pytest.raises(IsADirectoryError, match="is a folder; pass the annotation file inside it"):
         read_jsonl(tmp_path) if reader == "jsonl" else read_tvbench(tmp_path, tmp_path)
+
+
+def test_synthetic_benchmark_cli_out_is_a_file(tmp_path, capsys):
+    from tl_video.data.synthetic import main
+
+    existing = tmp_path / "taken"
+    existing.write_text("")
+    assert main(["--out", str(existing), "--n-per-task", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m tl_video.data.synthetic: error:") and "taken" in err[0]
+
+
+def test_synthetic_benchmark_tasks_as_a_string(tmp_path):
+    from tl_video.data import generate_benchmark
+
+    with pytest.raises(ValueError, match="tasks must be a list of task names, got the string"):
+        generate_benchmark(tmp_path, 1, tasks="direction")

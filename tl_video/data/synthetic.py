@@ -274,6 +274,8 @@ def generate_benchmark(
         raise ValueError(f"size must be even (yuv420p video), got {size}.")
     if isinstance(fps, bool) or not isinstance(fps, Real) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
+    if isinstance(tasks, str):
+        raise ValueError(f"tasks must be a list of task names, got the string {tasks!r}; write tasks=[{tasks!r}].")
     chosen = list(TASKS) if tasks is None else list(tasks)
     unknown = [t for t in chosen if t not in TASKS]
     if unknown or not chosen:
@@ -351,8 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tasks=args.tasks,
             progress=True,
         )
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError) as exc:  # bad numbers, an --out that is a file or cannot be written
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     counts: dict[str, int] = {}
     for example in examples:
         counts[example.task or ""] = counts.get(example.task or "", 0) + 1
