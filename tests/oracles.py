@@ -15,6 +15,7 @@ HF layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,17 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
+@lru_cache(maxsize=32)
 def reference_processor(folder: str | Path) -> Any:
-    """The checkpoint's processor, loaded by HF on its own (not the one our model holds)."""
+    """The checkpoint's processor, loaded by HF on its own (not the one our model holds); once per folder."""
     return AutoProcessor.from_pretrained(folder)
 
 
+@lru_cache(maxsize=32)
 def reference_model(folder: str | Path, dtype: torch.dtype = torch.float32, hf_class: Any = None) -> nn.Module:
     """The HF model loaded on its own from the folder; its language model switched to eager attention
-    (so it returns patterns), its vision tower left on HF's default kernel, as a user would run it."""
+    (so it returns patterns), its vision tower left on HF's default kernel, as a user would run it.
+    Loaded once per (folder, dtype, class); the tests only read it."""
     hf_class = hf_class or AutoModelForImageTextToText
     model = hf_class.from_pretrained(folder, dtype=dtype).eval()
     model.set_attn_implementation({"": "eager", "text_config": "eager"})
