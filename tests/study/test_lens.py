@@ -159,3 +159,29 @@ def test_figures_show_the_numbers_of_a_fixed_result():
     curve = answer_probability(result).data[-1]
     assert list(curve.y) == [0.2, 0.9] and list(curve.x) == [0, 1]
     assert set(figures(result)) == {"lens_vocabulary_spatial", "lens_vocabulary_temporal", "lens_token_grid", "lens_answer_probability"}
+
+
+def test_large_grids_show_keyword_squares_instead_of_text():
+    import numpy as np
+
+    from tl_video.analyses.lens import encode_thumbnail
+    from tl_video.analyses.records import RunHeader
+    from tl_video.plots.lens import token_grid
+
+    options = LensOptions(bin_size=1, keyword_set="paper", spatial_keywords=("cup",), temporal_keywords=("open",))
+    header = RunHeader(analysis="lens", model_id="fixed", model_config_hash="0", dataset="fixed", options=options.to_json(), seed=0)
+    cells = [[0, r, c] for r in range(5) for c in range(5)]  # 25 tokens per frame: too many to write
+    words = [" cup" if i % 3 == 0 else " open" if i % 3 == 1 else " the" for i in range(25)]
+    grid = {
+        "key": "grid/a", "kind": "grid", "example_id": "a", "task": "t", "question": "q", "probes": "p", "points": ["output of L1"],
+        "video_grid": cells, "frame_unit": "frame", "top_ids": [[[0]] * 25], "top_tokens": [[[w] for w in words]],
+        "top_probabilities": [[[0.5]] * 25], "frames_png": [encode_thumbnail(np.zeros((10, 10, 3), dtype=np.uint8), 10)],
+    }
+    lens = {"key": "lens/a", "kind": "lens", "example_id": "a", "task": "t", "true_letter": "A", "probes": "p",
+            "points": ["output of L1"], "n_video_tokens": 25, "top1_counts": [{}], "letter_probabilities": {"A": [1.0]},
+            "answer_probability": [1.0]}
+    fig = token_grid(LensResult(header=header, records=[lens, grid]))
+    scatters = {trace.name: trace for trace in fig.data if trace.type == "scatter"}
+    assert all(trace.mode == "markers" for trace in scatters.values())
+    assert len(scatters["cup"].x) == 9 and len(scatters["open"].x) == 8  # the 8 " the" cells are invisible hover points
+    assert scatters["cup"].showlegend and scatters["cup"].marker.color != scatters["open"].marker.color

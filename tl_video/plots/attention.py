@@ -139,7 +139,7 @@ def _side_by_side(result: AttentionResult, rows: list[dict], grid: list[list[int
         for c in (1, 2, 3):
             _map_axes(fig, grid, layers, r, c, frame_unit if r == len(rows) else "")
     n_rows = 1 + max(cell[1] for cell in grid)
-    band = max(200, 24 * len(layers) * n_rows)
+    band = min(720, max(200, 24 * len(layers) * n_rows))  # px per row of maps; deep models with big grids are capped
     paper_layout(fig, width=2 * COLUMN_WIDTH, height=110 + band * len(rows), legend_below=False)
     fig.update_xaxes(showgrid=False, ticks="")
     fig.update_yaxes(showgrid=False, ticks="")

@@ -17,11 +17,12 @@ from tl_video.plots.style import COLUMN_WIDTH, OKABE_ITO, layer_axis, paper_layo
 
 KIND_COLOURS = {"spatial": "#0072B2", "temporal": "#D55E00", "other": "#222222"}
 MAX_KEYWORD_TRACES = 8  # one Okabe-Ito colour each; the rarer keywords are pooled as "other keywords"
+MAX_TEXT_TOKENS_PER_FRAME = 16  # larger per-frame grids show keyword squares instead of text
 NOTE_FONT = dict(size=10, color="#555555")
 
 
-def _note(fig: go.Figure, text: str, y: float = 1.0) -> None:
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=y, yshift=6, xanchor="left", yanchor="bottom",
+def _note(fig: go.Figure, text: str, y: float = 1.0, yshift: int = 6) -> None:
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0, y=y, yshift=yshift, xanchor="left", yanchor="bottom",
                        showarrow=False, font=NOTE_FONT, align="left")
 
 
@@ -92,8 +93,11 @@ def _image_size(png: str) -> tuple[int, int]:
 def token_grid(result: LensResult, example_id: str | None = None) -> go.Figure:
     """Rows = layer bins, columns = frames: each frame (dimmed) with the top-1 token of each of its video tokens.
 
-    A bin's label for a token is the token most often top-1 across the bin's layers. Keywords are
-    coloured by kind (spatial blue, temporal vermillion); other tokens are black.
+    A bin's label for a token is the token most often top-1 across the bin's layers. Small grids
+    (up to 16 tokens per frame, e.g. pooled models) write every token, keywords coloured by kind
+    (spatial blue, temporal vermillion, others black). Larger grids (e.g. 12 x 12 tokens per frame)
+    would be unreadable as text: there each keyword cell is a coloured square, one colour per
+    keyword (legend), and other tokens are left blank; hovering shows every token.
     """
     grid = result.grid(example_id)
     bins, labels = result.bins, result.bin_labels
@@ -101,40 +105,58 @@ def token_grid(result: LensResult, example_id: str | None = None) -> go.Figure:
     n_frames = 1 + max(f for f, _, _ in cells)
     n_rows, n_cols = 1 + max(r for _, r, _ in cells), 1 + max(c for _, _, c in cells)
     keywords = {kind: set(result.options.keywords(kind)) for kind in KEYWORD_KINDS}
+    as_text = n_rows * n_cols <= MAX_TEXT_TOKENS_PER_FRAME
     fig = make_subplots(rows=len(bins), cols=n_frames, horizontal_spacing=0.008, vertical_spacing=0.012,
                         column_titles=[f"{grid['frame_unit']} {f + 1}" for f in range(n_frames)], row_titles=labels)
     width, height = _image_size(grid["frames_png"][0])
-    cell = 80 if n_frames <= 8 else 56  # px per frame at scale 1
+    cell = (80 if n_frames <= 8 else 56) if as_text else (140 if n_frames <= 8 else 100)  # px per frame at scale 1
     token_px = cell / max(n_cols, n_rows)
+    labelled = [[_label(Counter(grid["top_tokens"][layer][index][0] for layer in range(start, stop))) for index in range(len(cells))]
+                for start, stop in bins]
+    kind_of = lambda text: next((k for k in KEYWORD_KINDS if token_key(text) in keywords[k]), "other")  # noqa: E731
+    ranked = [w for w, _ in Counter(token_key(t) for row in labelled for t in row if kind_of(t) != "other").most_common()]
+    colour_of = {word: OKABE_ITO[i] if i < MAX_KEYWORD_TRACES - 1 else "#BBBBBB" for i, word in enumerate(ranked)}
+    shown_in_legend: set[str] = set()
     for b, (start, stop) in enumerate(bins):
         for frame in range(n_frames):
             row, col = b + 1, frame + 1
             fig.add_trace(go.Image(source="data:image/png;base64," + grid["frames_png"][frame], opacity=0.45, hoverinfo="skip"),
                           row=row, col=col)
-            xs, ys, texts, colours, sizes, hovers = [], [], [], [], [], []
+            points: dict[str, list] = {}
             for index, (f, r, c) in enumerate(cells):
                 if f != frame:
                     continue
-                counter = Counter(grid["top_tokens"][layer][index][0] for layer in range(start, stop))
-                text = _label(counter)
-                key = token_key(text)
-                kind = next((k for k in KEYWORD_KINDS if key in keywords[k]), "other")
-                xs.append((c + 0.5) * width / n_cols)
-                ys.append((r + 0.5) * height / n_rows)
-                texts.append(text.strip() or repr(text))
-                sizes.append(max(6, min(13, int(token_px / (0.62 * max(1, len(texts[-1])))))))
-                colours.append(KIND_COLOURS[kind])
-                top5 = ", ".join(f"{t.strip()!s} {p:.2f}" for t, p in zip(grid["top_tokens"][start][index], grid["top_probabilities"][start][index]))
-                hovers.append(f"{labels[b]}, {grid['frame_unit']} {frame + 1}, token ({r}, {c})<br>top-5 at L{start + 1}: {top5}")
-            fig.add_trace(go.Scatter(x=xs, y=ys, text=texts, mode="text", textfont=dict(size=sizes, color=colours, family="Arial Black, Arial"),
-                                     hovertext=hovers, hoverinfo="text", showlegend=False), row=row, col=col)
-    paper_layout(fig, width=max(COLUMN_WIDTH, 50 + cell * n_frames), height=80 + cell * len(bins), legend_below=False)
+                text = labelled[b][index]
+                top5 = ", ".join(f"{t.strip()} {p:.2f}" for t, p in zip(grid["top_tokens"][start][index], grid["top_probabilities"][start][index]))
+                group = ("all" if as_text else token_key(text) if kind_of(text) != "other" else "")
+                points.setdefault(group, []).append((
+                    (c + 0.5) * width / n_cols, (r + 0.5) * height / n_rows, text.strip() or repr(text), kind_of(text),
+                    f"{labels[b]}, {grid['frame_unit']} {frame + 1}, token ({r}, {c}): {text.strip()!r}<br>top-5 at L{start + 1}: {top5}",
+                ))
+            for group, items in points.items():
+                xs, ys, texts, kinds, hovers = (list(v) for v in zip(*items))
+                if as_text:
+                    sizes = [max(6, min(13, int(token_px / (0.62 * max(1, len(t)))))) for t in texts]
+                    trace = go.Scatter(x=xs, y=ys, text=texts, mode="text", hovertext=hovers, hoverinfo="text", showlegend=False,
+                                       textfont=dict(size=sizes, color=[KIND_COLOURS[k] for k in kinds], family="Arial Black, Arial"))
+                elif group:
+                    trace = go.Scatter(x=xs, y=ys, mode="markers", name=group, legendgroup=group, hovertext=hovers, hoverinfo="text",
+                                       marker=dict(symbol="square", size=max(3, token_px * 0.8), color=colour_of[group]),
+                                       showlegend=group not in shown_in_legend and colour_of[group] != "#BBBBBB")
+                    shown_in_legend.add(group)
+                else:  # non-keywords: invisible, hover only
+                    trace = go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=max(3, token_px * 0.8), opacity=0),
+                                       hovertext=hovers, hoverinfo="text", showlegend=False)
+                fig.add_trace(trace, row=row, col=col)
+    paper_layout(fig, width=max(COLUMN_WIDTH, 50 + cell * n_frames + (0 if as_text else 110)), height=80 + cell * len(bins), legend_below=False)
     fig.update_xaxes(showticklabels=False, showgrid=False, ticks="", showline=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, ticks="", showline=False, zeroline=False)
-    fig.update_layout(margin=dict(l=10, r=40, t=70, b=10))
+    fig.update_layout(margin=dict(l=10, r=40 if as_text else 150, t=70, b=10),
+                      legend=dict(orientation="v", x=1.03, y=1, xanchor="left", yanchor="top", title=dict(text="keyword")))
     fig.for_each_annotation(lambda a: a.update(font=dict(size=11)) if a.text in labels or a.text.startswith(grid["frame_unit"]) else None)
-    _note(fig, f"{grid['example_id']}: top-1 token of each video token per layer bin; {_readout_words(result)}<br>"
-               f"blue = spatial keyword, vermillion = temporal keyword, black = other token", y=1.04)
+    key = ("blue = spatial keyword, vermillion = temporal keyword, black = other token" if as_text
+           else "coloured squares = tokens whose top-1 readout is a keyword (legend); blank = other tokens (hover for all)")
+    _note(fig, f"{grid['example_id']}: top-1 token of each video token per layer bin; {_readout_words(result)}<br>{key}", yshift=26)
     return fig
 
 
