@@ -234,3 +234,17 @@ def test_decoded_video_too_small_is_refused_like_an_array(model, tmp_path):
     path = write_video(tmp_path / "strip.mp4", np.zeros((4, 2, 16, 3), dtype=np.uint8), fps=4)
     with pytest.raises(ValueError, match="frames of 2x16 pixels .* too small to encode"):
         model.prepare(video=path, prompt="What happens?", num_frames=4)
+
+
+def test_ragged_batch_without_a_pad_token_is_refused(model):
+    tokenizer = model.tokenizer
+    pad = tokenizer.pad_token
+    tokenizer.pad_token = None
+    try:
+        assert tokenizer.pad_token_id is None
+        with pytest.raises(ValueError, match="tokenizer has no pad token, so padding would use a real token id"):
+            model.to_tokens(["the cat sat", "hi"])
+        assert model.to_tokens(["hi", "ho"]).shape[0] == 2  # same length: nothing to pad
+    finally:
+        tokenizer.pad_token = pad
+    assert tokenizer.pad_token_id is not None

@@ -39,7 +39,12 @@ class TokenizationMixin:
         if prepend and tokenizer.bos_token_id is not None:
             rows = [[tokenizer.bos_token_id, *row] for row in rows]
         width = max(len(row) for row in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = tokenizer.pad_token_id
+        if pad is None and any(len(row) != width for row in rows):
+            raise ValueError(
+                "these texts have different lengths but the tokenizer has no pad token, so padding would use a real "
+                "token id; set model.tokenizer.pad_token (e.g. to its eos_token) or tokenize the texts one by one"
+            )
         padded = [
             ([pad] * (width - len(row)) + row) if padding_side == "left" else (row + [pad] * (width - len(row)))
             for row in rows
