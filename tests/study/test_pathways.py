@@ -143,7 +143,7 @@ def test_ranges_are_found_from_an_information_flow_result(toy_model, examples, t
     }
     assert expected == ranges_from_flow(flow)
     assert result.ranges == expected | {"video_to_last": (), "last_to_last": ()}
-    assert result.range_source == "flow" and "below -5%" in result.range_rule
+    assert result.range_source == "flow" and "grouped in bins of 1" in result.range_rule and "below -5%" in result.range_rule
     assert PathwayResult.read(tmp_path).ranges == result.ranges
     with pytest.raises(ValueError, match="no range for cross_frame, video_to_question, question_to_last"):
         run_pathways(toy_model, examples[:1], PathwayOptions(), progress=False)

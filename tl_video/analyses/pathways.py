@@ -13,11 +13,12 @@ One forward pass per example under a spec that keeps, per layer, only the effect
 
 Ranges are lists of 0-indexed layers, or strings of 1-indexed inclusive layers as in prose
 ("L6–15", "L1-L4,L6"). Ranges not given are found from an information-flow result
-(`tl_video.analyses.flow.effective_ranges`) by the rule ``RANGE_RULE``: a flow's effective layers
-are the centre-window layers whose binned mean relative change in the true option's probability
-is below the threshold (−5 % by default), for the curves "No cross-frame interactions",
-"Video↛Question" and "Question↛Last". The resolved ranges and their source are written into the
-record file's header, so a resumed run keeps them.
+(`tl_video.analyses.flow.effective_ranges`) by the rule ``RANGE_RULE``: the sweep's centre layers
+are grouped in bins (the paper's 5 of 32 layers, scaled to the model's depth: 1 layer of 6), and a
+bin's layers are effective when the mean of their mean relative changes of the true option's
+probability is below the threshold (−5 % by default), read from the curves "No cross-frame
+interactions", "Video↛Question" and "Question↛Last". The resolved ranges, their source and the
+rule in words are written into the record file's header, so a resumed run keeps them.
 
 Three conditions per selected example, one record each (``key = "<condition>/<example_id>"``):
 ``full_attention`` (the baseline pass itself), ``pathways``, and ``random``: as many causal edges
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from tl_video.analyses.flow import default_bin_size, effective_ranges
 from tl_video.analyses.records import RecordSink, RunHeader, read_records
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
@@ -64,8 +66,9 @@ FLOW_CURVES = {  # the information-flow curve each range is read from
 }
 CONDITIONS = {"full_attention": "full attention", "pathways": "effective pathways", "random": "random blocking"}
 DEFAULT_THRESHOLD = -5.0
-RANGE_RULE = ("layers (0-indexed) whose binned mean relative change of the true option's probability, with the flow "
-              "blocked in the centre window, is below {threshold:g}% (effective_ranges of the information-flow result)")
+RANGE_RULE = ("centre layers of the information-flow sweep (flow blocked in the centre window) grouped in bins of "
+              "{bin_size} (5 of 32 layers, scaled to the model's depth); a bin's layers are effective when the mean of "
+              "their mean relative changes of the true option's probability is below {threshold:g}%")
 _RANGE_ITEM = re.compile(r"^L(?P<start>\d+)(?:\s*[-–—]\s*L?(?P<stop>\d+))?$", re.IGNORECASE)
 
 LayerRange = tuple[int, ...]
@@ -146,8 +149,6 @@ class PathwayOptions(StudyOptions):
 
 def ranges_from_flow(flow_result: Any, threshold: float = DEFAULT_THRESHOLD) -> dict[str, LayerRange]:
     """The three ranges found from an information-flow result by `RANGE_RULE`."""
-    from tl_video.analyses.flow import effective_ranges
-
     found = effective_ranges(flow_result, threshold=threshold)
     missing = [FLOW_CURVES[name] for name in FLOWS if FLOW_CURVES[name] not in found]
     if missing:
@@ -214,7 +215,8 @@ def run_pathways(
     """Accuracy under full attention, the effective pathways, and random blocking of as many edges, per example."""
     n_layers = model.cfg.n_layers
     ranges, source = resolve_ranges(options, n_layers, flow_result)
-    rule = RANGE_RULE.format(threshold=options.threshold) if source != "given" else "given by the user"
+    rule = "given by the user" if source == "given" else RANGE_RULE.format(
+        threshold=options.threshold, bin_size=default_bin_size(flow_result.n_layers))
     header = RunHeader.for_model(
         model, analysis=ANALYSIS, dataset=options.dataset, seed=options.seed,
         options=options.to_json() | {"ranges": {name: list(layers) for name, layers in ranges.items()},
