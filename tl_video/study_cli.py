@@ -22,6 +22,7 @@ BUILTIN_MODEL = "tl-video/toy-temporal"
 DEFAULT_SYNTHETIC_N = 4  # examples per task of the default study's synthetic benchmark (sized for <= 10 min on 2 cores)
 SUBCOMMANDS = {  # command -> analysis (see tl_video.analyses.study.ANALYSES)
     "flow": "flow", "gen-prob": "gen-prob", "pathways": "pathways", "lens": "lens", "attention": "attention", "patch": "patch",
+    "open-ended": "open-ended",
 }
 CLI_TO_FIELDS = {  # a command-line option that sets a pipeline's own option, and the field names it may have there
     "presets": ("presets",),
@@ -110,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("dtype", _choice("float32", "bfloat16", "float16"), "float32 (default), bfloat16 or float16", "DTYPE"),
     Option("threads", _whole(1), "CPU threads for torch (default: torch's choice; the built-in model runs fastest on 1)", "N"),
     Option("formats", _names, "figure files besides the report: html, png, pdf, svg (default: html,png)", "F,G"),
-    Option("analyses", _names, "which analyses, comma-separated (default: all): " + ", ".join(SUBCOMMANDS), "A,B", study_only=True),
+    Option("analyses", _names, "which analyses, comma-separated (default: every one but open-ended): " + ", ".join(SUBCOMMANDS), "A,B", study_only=True),
     Option("resume", _flag, "continue the run in --out: skip every record already written (same model, data and options)", flag=True),
     Option("quiet", _flag, "no progress bars or notes on stderr", flag=True),
 )
@@ -176,7 +177,7 @@ class Settings:
 
 def settings_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> Settings:
     """Merge config file and command line, validate every value, and map options onto the pipelines."""
-    from tl_video.analyses.study import ANALYSES, check_analyses
+    from tl_video.analyses.study import STUDY_ORDER, check_analyses
 
     config_values, config_tables = read_config(args.config) if args.config else ({}, {})
     values: dict[str, Any] = {}
@@ -191,7 +192,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str] | None = None) 
             raise ValueError(f"analyses: `tl-video {args.command}` runs only {args.analysis}; use `tl-video study --analyses` to choose several")
         analyses = (args.analysis,)
     else:
-        analyses = check_analyses(values.get("analyses", ANALYSES))
+        analyses = check_analyses(values.get("analyses", STUDY_ORDER))
     pipeline_options = {name: dict(table) for name, table in config_tables.items()}
     _map_shared_options(values, analyses, pipeline_options)
     _check_pipeline_options(values, analyses, pipeline_options)
@@ -382,10 +383,13 @@ def print_summary(run: Any) -> None:
     print(f"  {'figures/':<30} {sum(len(a.figures) for a in run.analyses.values())} figure files")
     print(f"  {'report.html':<30} open in a browser (works offline)")
     findings = [(name, finding) for name, result in run.results.items() for finding in _safe_findings(result)]
-    if findings:
+    shown = [(name, f) for name, f in findings if f.p_value is None or not f.p_value >= 0.05]
+    if shown:
         print("findings:")
-        for name, finding in findings:
+        for name, finding in shown:
             print(f"  [{name}] {finding}")
+    if len(findings) > len(shown):
+        print(f"  ({len(findings) - len(shown)} more without a significant effect, p >= 0.05: see report.html)")
 
 
 def _safe_findings(result: Any) -> list[Any]:

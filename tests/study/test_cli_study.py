@@ -133,3 +133,19 @@ def test_default_study_finishes_within_ten_minutes(tmp_path):
     assert all(entry["status"] == "done" for entry in run["analyses"].values()) and len(run["analyses"]) == 6
     assert (tmp_path / "study" / "report.html").is_file()
     assert seconds < 600, f"the default study took {seconds:.0f} s on this machine"
+
+
+def test_every_registered_analysis_loads_with_its_options_and_figures():
+    """The study finds each pipeline's run function, options, result class and figures by their shared shape."""
+    import importlib
+
+    from tl_video.analyses.scoring import StudyOptions
+    from tl_video.analyses.study import ALL_ANALYSES, ANALYSES, STUDY_ORDER
+
+    assert STUDY_ORDER == ("flow", "pathways", "gen-prob", "lens", "attention", "patch")
+    for name in ALL_ANALYSES:
+        pipeline = ANALYSES[name].load()
+        options = pipeline.options(StudyOptions(seed=3, samples="all"))
+        assert isinstance(options, pipeline.options_class) and options.seed == 3 and options.samples == "all"
+        assert hasattr(pipeline.result_class, "read") and hasattr(pipeline.result_class, "findings")
+        assert callable(importlib.import_module(ANALYSES[name].plots).figures)

@@ -116,9 +116,13 @@ ANALYSES: dict[str, Analysis] = {
         Analysis("patch", "tl_video.analyses.patching", "tl_video.plots.patching", "Activation patching",
                  "The clean video's residual patched into the run on a corrupted video, by layer and frame, as "
                  "normalised recovery (0 = corrupted, 1 = clean)."),
+        Analysis("open-ended", "tl_video.analyses.open_ended", "tl_video.plots.flow", "Information flow, open-ended",
+                 "The model answers in its own words; flows are blocked while the first token of an anchor word of that "
+                 "answer is predicted, and the curves show how its probability changes."),
     )
 }
-STUDY_ORDER: tuple[str, ...] = tuple(ANALYSES)
+ALL_ANALYSES: tuple[str, ...] = tuple(ANALYSES)  # in the order a study runs them
+STUDY_ORDER: tuple[str, ...] = ("flow", "pathways", "gen-prob", "lens", "attention", "patch")  # the default study
 
 
 def option_fields(options_class: type) -> dict[str, dataclasses.Field]:
@@ -131,8 +135,8 @@ def check_analyses(names: Iterable[str]) -> tuple[str, ...]:
     names = list(dict.fromkeys(names))
     unknown = [name for name in names if name not in ANALYSES]
     if unknown or not names:
-        raise ValueError(f"analyses {unknown or names!r}: choose from {', '.join(STUDY_ORDER)}")
-    return tuple(name for name in STUDY_ORDER if name in names)
+        raise ValueError(f"analyses {unknown or names!r}: choose from {', '.join(ALL_ANALYSES)}")
+    return tuple(name for name in ALL_ANALYSES if name in names)
 
 
 @dataclass
@@ -202,7 +206,7 @@ def run_study(
     extra = dict(pipeline_options or {})
     stray = [name for name in extra if name not in ANALYSES]
     if stray:
-        raise ValueError(f"pipeline_options for unknown analysis {stray[0]!r}; analyses: {', '.join(STUDY_ORDER)}")
+        raise ValueError(f"pipeline_options for unknown analysis {stray[0]!r}; analyses: {', '.join(ALL_ANALYSES)}")
     formats = _check_formats(formats)
     pipelines, broken = {}, {}
     for name in names:
@@ -412,7 +416,7 @@ def write_run_json(out_dir: Path, info: Mapping[str, Any], runs: Mapping[str, An
     data = {key: value for key, value in info.items() if key != "earlier"} | {
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds") if finished else None,
         "seconds": round(time.time() - started, 2),
-        "analyses": {name: every[name] for name in STUDY_ORDER if name in every},
+        "analyses": {name: every[name] for name in ALL_ANALYSES if name in every},
     }
     tmp = out_dir / f"{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from tl_video.analyses.study import ANALYSES, REPORT_FILE, RUN_FILE, STUDY_ORDER, Analysis, read_run_info
+from tl_video.analyses.study import ALL_ANALYSES, ANALYSES, REPORT_FILE, RUN_FILE, Analysis, read_run_info
 from tl_video.report.page import escape, facts, figure, page, table
 
 
@@ -71,9 +71,9 @@ def build_report(run_dir: str | Path, *, figures: Mapping[str, Mapping[str, Any]
 
 def _analyses_of(run_dir: Path, info: dict[str, Any]) -> list[str]:
     if info.get("analyses"):
-        return [name for name in STUDY_ORDER if name in info["analyses"]]
+        return [name for name in ALL_ANALYSES if name in info["analyses"]]
     names = []
-    for name in STUDY_ORDER:
+    for name in ALL_ANALYSES:
         try:
             pipeline = ANALYSES[name].load()
         except ImportError:
@@ -280,6 +280,8 @@ def _details(info: dict[str, Any], sections: list[Section]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple)):
