@@ -5,7 +5,9 @@ distribution over the vocabulary and keeps the answer letters: the "true option'
 rises right after integration" curve. `video_token_top_k` reads every video token at every
 layer and keeps the top-k tokens, in chunks so [positions, d_vocab] never exceeds `chunk_size`
 rows. By default both apply the final RMSNorm, as the model does at its output;
-`apply_final_norm=False` reproduces the paper's LLaVA runs, and `paper_compat=True` in
+`apply_final_norm=False` skips it at every layer; `paper_compat=True` in
+`option_probabilities_by_layer` reproduces the paper's LLaVA runs (raw residuals, the last layer
+final-normed, so its row is the model's own output), and `paper_compat=True` in
 `video_token_top_k` reads what the paper's released code read, through the input embedding
 matrix W_E: the (un-normed) inputs of layers 0 .. n-2 (row 0 is the raw projector output), then
 the final-normed output of the last layer (HF's ``hidden_states[-1]``) -- n rows in all.
