@@ -356,6 +356,10 @@ def load_model(settings: Settings, say: Callable[[str], None]) -> Any:
         threads = 1  # a 1.3M-parameter model: threading costs more than it saves
     if threads is not None:
         torch.set_num_threads(threads)
+    if settings.get("quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # transformers' own "Loading weights" bar
     model = HookedVideoTransformer.from_pretrained(name, device=settings.get("device"), dtype=settings.get("dtype", "float32"))
     model.eval()
     return model

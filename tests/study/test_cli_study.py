@@ -93,8 +93,9 @@ def test_flow_command_writes_records_report_and_resumes(tmp_path, capsys, study_
     argv = ["flow", "--out", str(out), "--data", str(study_benchmark_dir / "examples.jsonl"), "--tasks", "moving_direction",
             "--n", "1", "--presets", "vql-to-ql", "--formats", "html", "--quiet"]
     assert main(argv) == 0
-    stdout = capsys.readouterr().out
-    assert "flow.jsonl" in stdout and "report.html" in stdout
+    captured = capsys.readouterr()
+    assert "flow.jsonl" in captured.out and "report.html" in captured.out
+    assert captured.err == ""  # --quiet: no progress bars, not even transformers' own
     header, records = read_records(out / "flow.jsonl")
     assert header.options["presets"] == ["vql-to-ql"] and "tasks=moving_direction n=1" in header.dataset
     run = json.loads((out / "run.json").read_text())

@@ -180,6 +180,7 @@ def test_finding_reads_as_a_sentence_with_its_test():
     finding = Finding("Blocking Video↛Question in L2–L4 lowers p(answer) by 40%.", "paired sign-flip permutation test", 0.0123, 12)
     assert str(finding) == "Blocking Video↛Question in L2–L4 lowers p(answer) by 40%. (paired sign-flip permutation test, p = 0.0123, n = 12)"
     assert Finding("x", "descriptive", None, 3).to_json()["p_value"] is None
+    assert str(Finding("x", "paired test", float("nan"), 1)) == "x (paired test, p not defined, n = 1)"
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -94,5 +94,10 @@ class Finding:
         return {"sentence": self.sentence, "test": self.test, "p_value": self.p_value, "n": self.n}
 
     def __str__(self) -> str:
-        p = "" if self.p_value is None else f", p = {self.p_value:.3g}"
+        if self.p_value is None:
+            p = ""
+        elif self.p_value != self.p_value:  # NaN: the test needs at least 2 examples
+            p = ", p not defined"
+        else:
+            p = f", p = {self.p_value:.3g}"
         return f"{self.sentence} ({self.test}{p}, n = {self.n})"
