@@ -127,3 +127,20 @@ def test_heatmap_shows_the_mean_recovery_centred_at_zero_with_counts():
     note = fig.layout.annotations[0].text
     assert "n = 2 examples, 1 excluded" in note and "clean +4.00, corrupted +0.00" in note
     assert list(figures(result)) == ["patching_reverse"]
+
+
+def test_batched_frame_patching_equals_one_pass_per_frame(toy_model, examples):
+    from tl_video.interventions.patching import patch_frames
+
+    scored = score_example(toy_model, examples[0], StudyOptions())
+    corrupted = prepare_example(toy_model, examples[0], video=reverse(scored.prepared.frames))
+    with torch.no_grad():
+        _, cache = toy_model.run_with_cache(scored.prepared.tokens, names_filter=lambda name: name.endswith("hook_resid_pre"))
+
+    def metric(logits):
+        return logits[:, -1, scored.true_token] - logits[:, -1].mean(-1)
+
+    one_by_one = patch_frames(toy_model, scored.prepared, corrupted, cache, lambda logits: metric(logits).mean(), layers=[0, 2], progress=False)
+    batched = patch_frames(toy_model, scored.prepared, corrupted, cache, metric, layers=[0, 2], progress=False, batched=True)
+    assert batched.shape == one_by_one.shape == (2, 8)
+    assert torch.allclose(batched, one_by_one, atol=1e-5)

@@ -4,7 +4,8 @@ For every analysed example and every corruption (reverse, shuffle, freeze, or an
 spec of `tl_video.video.corruption_specs`), the video is corrupted frame-wise, the clean
 activation (``resid_pre`` by default) of one frame's video tokens at one layer is patched into
 the corrupted run, and the answer is read at the last position. Patching goes through
-`tl_video.interventions.patch_frames` (TransformerLens's own patching driver).
+`tl_video.interventions.patch_frames` (TransformerLens's own patching driver), all frames of a
+layer in one batched pass.
 
 Metric: the logit difference between the clean answer letter (the example's correct option)
 and the corrupted answer letter at the last position. The corrupted letter is the answer the
@@ -124,9 +125,8 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
     layers = list(range(model.cfg.n_layers)) if options.layers is None else list(options.layers)
     names = {f"blocks.{layer}.hook_{options.activation}" for layer in layers} if options.activation == "resid_pre" else None
     _, clean_cache = model.run_with_cache(clean.tokens, names_filter=None if names is None else (lambda name: name in names))
-    table = patch_frames(
-        model, clean, corrupted, clean_cache, lambda logits: metric(logits).mean(),
-        activation=options.activation, layers=layers, progress=False,
+    table = patch_frames(  # one pass per layer, a batch row per frame
+        model, clean, corrupted, clean_cache, metric, activation=options.activation, layers=layers, progress=False, batched=True,
     )
     patched = table.float().cpu()
     record |= {

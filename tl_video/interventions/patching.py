@@ -43,15 +43,20 @@ def patch_groups(
     layers: Sequence[int] | None = None,
     reduce: Literal["scalar", "none"] = "scalar",
     progress: bool = True,
+    batched: bool = False,
 ) -> torch.Tensor | PatchingResult:
     """Patch each group's clean activation into the corrupted run: a [layer, group] table.
 
     `selectors` name token groups of the (shared) layout; `reduce="none"` returns a
     `PatchingResult` with a trailing example axis (metric must then return [batch]).
-    `progress=False` silences TransformerLens's progress bar.
+    `progress=False` silences TransformerLens's progress bar. `batched=True` (one example,
+    `metric` returning [batch]) runs every group of a layer in one forward pass, one batch row per
+    group: the same numbers as one pass per (layer, group), several times faster; the table is a tensor.
     """
     clean.layout.check_same_as(corrupted.layout)
     groups = [_positions(clean.layout, selector) for selector in selectors]
+    if batched:
+        return _sweep_batched(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, progress)
     return _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, reduce, progress)
 
 
@@ -114,6 +119,29 @@ def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, lay
         values = result.values.reshape(len(layers), len(groups), -1)
         return replace(result, values=values, axis_names=["layer", "group"])
     return result.reshape(len(layers), len(groups))
+
+
+def _sweep_batched(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, progress=True):
+    """[layer, group] with one TransformerLens patch per layer: batch row g gets group g's clean activation."""
+    if activation not in POSITIONAL_ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
+    if corrupted_tokens.shape[0] != 1:
+        raise ValueError(f"batched patching takes one example (a batch of 1), got a batch of {corrupted_tokens.shape[0]}")
+    layers = checked_layers(layers, model.cfg.n_layers, "patching")
+    index_df = pd.DataFrame({"layer": layers})
+
+    def set_groups(corrupted_activation, index, clean_activation):
+        for row, positions in enumerate(groups):
+            positions = positions.to(corrupted_activation.device)
+            corrupted_activation[row, positions] = clean_activation[0, positions]
+        return corrupted_activation
+
+    with contextlib.nullcontext() if progress else _silent_transformer_lens_progress():
+        result = tl_patching.generic_activation_patch(
+            model, corrupted_tokens.repeat(len(groups), 1), clean_cache, metric, set_groups, activation,
+            index_df=index_df, reduce="none",
+        )
+    return result.values.reshape(len(layers), len(groups))
 
 
 @contextlib.contextmanager
