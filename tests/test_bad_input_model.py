@@ -248,3 +248,10 @@ def test_ragged_batch_without_a_pad_token_is_refused(model):
     finally:
         tokenizer.pad_token = pad
     assert tokenizer.pad_token_id is not None
+
+
+def test_string_helpers_on_scalars_and_non_strings(model):
+    assert model.to_str_tokens(3) == model.to_str_tokens([3]) and len(model.to_str_tokens(torch.tensor(3))) == 1
+    assert model.to_string(3) == model.to_string([3])
+    with pytest.raises(TypeError, match="to_single_token takes a string, got int 3"):
+        model.to_single_token(3)

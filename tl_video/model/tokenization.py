@@ -81,7 +81,7 @@ class TokenizationMixin:
                 f"expected integer token ids [pos] or [batch, pos], got a {tokens.dtype} tensor of shape "
                 f"{tuple(tokens.shape)}; pass ids as torch.long"
             )
-        tokens = tokens.detach().cpu().long()
+        tokens = tokens.detach().cpu().long().reshape(-1) if tokens.ndim == 0 else tokens.detach().cpu().long()
         if tokens.numel() and int(tokens.min()) < 0:
             raise ValueError(f"token ids must be >= 0, got {int(tokens.min())}")
         self.video_bank.check(tokens)
@@ -115,6 +115,8 @@ class TokenizationMixin:
     def to_single_token(self, string: str) -> int:
         """The id of a string that is exactly one token; otherwise a ValueError naming the pieces."""
         tokenizer = self._require_tokenizer()
+        if not isinstance(string, str):
+            raise TypeError(f"to_single_token takes a string, got {type(string).__name__} {string!r}")
         ids = tokenizer.encode(string, add_special_tokens=False)
         if len(ids) != 1:
             pieces = [tokenizer.decode([i]) for i in ids]
