@@ -155,3 +155,15 @@ def test_lora_adapter_weights_truncated(tmp_path):
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(CheckpointError, match=rf"{path} is not a readable safetensors file"):
         read_lora_weights(tmp_path)
+
+
+def test_sharded_checkpoint_with_a_missing_shard(checkpoint_copy):
+    weights = load_file(checkpoint_copy / "model.safetensors")
+    keys = sorted(weights)
+    first = {key: weights[key] for key in keys[: len(keys) // 2]}
+    save_file(first, checkpoint_copy / "model-00001-of-00002.safetensors", metadata={"format": "pt"})
+    (checkpoint_copy / "model.safetensors").unlink()
+    shard = {key: "model-00001-of-00002.safetensors" if key in first else "model-00002-of-00002.safetensors" for key in keys}
+    (checkpoint_copy / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": shard}))
+    with pytest.raises(CheckpointError, match=r"index.json lists weight files that are not in .*\['model-00002-of-00002.safetensors'\]; the download is incomplete"):
+        load(checkpoint_copy)

@@ -92,6 +92,15 @@ def read_config(folder: Path) -> dict[str, Any]:
 def check_weight_files(folder: Path) -> None:
     """Refuse pickle-only folders (`.bin`/`.pt` could run code on load) and unreadable safetensors files."""
     weights = sorted(folder.glob("*.safetensors"))
+    for index in sorted(folder.glob("*.safetensors.index.json")):
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no 'weight_map' object; the index file is damaged: download it again")
+        missing = sorted({str(shard) for shard in weight_map.values()} - {path.name for path in weights})
+        if missing:
+            raise CheckpointError(
+                f"{index} lists weight files that are not in {folder}: {missing[:4]}; the download is incomplete"
+            )
     if weights:
         for path in weights:
             check_safetensors(path)
