@@ -150,3 +150,19 @@ def test_every_registered_analysis_loads_with_its_options_and_figures():
         assert isinstance(options, pipeline.options_class) and options.seed == 3 and options.samples == "all"
         assert hasattr(pipeline.result_class, "read") and hasattr(pipeline.result_class, "findings")
         assert callable(importlib.import_module(ANALYSES[name].plots).figures)
+
+
+def test_png_figures_when_a_browser_is_present_else_one_line(tmp_path, capsys, study_benchmark_dir):
+    from tl_video.plots.style import static_export_available
+
+    argv = ["gen-prob", "--out", str(tmp_path / "run"), "--data", str(study_benchmark_dir), "--n", "1", "--tasks", "antonym",
+            "--formats", "png"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    pngs = sorted((tmp_path / "run" / "figures").glob("*.png"))
+    problem = static_export_available()
+    if problem is None:
+        assert pngs and all(p.stat().st_size > 10_000 for p in pngs) and "Traceback" not in err
+        assert not list((tmp_path / "run" / "figures").glob("*.html"))  # only the formats asked for
+    else:
+        assert not pngs and f"[study] figures: HTML only; {problem}" in err

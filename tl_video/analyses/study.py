@@ -335,11 +335,14 @@ def _write_static(
     say: Callable[[str], None], progress: bool,
 ) -> None:
     """PNG/PDF/SVG through kaleido, one browser for all figures; a failure leaves the HTML figures."""
+    import logging
     import warnings
 
     import kaleido
     from tqdm.auto import tqdm
 
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)  # the browser driver logs tracebacks of messages it then ignores
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # plotly warns that kaleido options are ignored with a running server
         try:
@@ -354,6 +357,8 @@ def _write_static(
                 kaleido.stop_sync_server(silence_warnings=True)
         except Exception as error:  # noqa: BLE001 - static export depends on a browser; HTML is already there
             say(f"[study] figures: static export failed ({_one_line(error)}); the HTML figures were written")
+        finally:
+            logging.disable(previous)
 
 
 def run_info(
