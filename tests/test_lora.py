@@ -73,8 +73,9 @@ def hand_merged_hf(base: Path, pairs, scale: float | dict[str, float]) -> LlavaF
 
 
 def logits_of(model, hf, video_seed: int):
-    prepared = model.prepare(video=random_video(video_seed), prompt=PROMPT)
-    _, _, embeds = spliced_inputs(hf, model.processor, prepared)
+    frames = random_video(video_seed)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    _, _, embeds = spliced_inputs(hf, model.tokenizer, frames)  # the oracle builds HF's input from the raw frames
     with torch.no_grad():
         return model(prepared.tokens), hf(inputs_embeds=embeds).logits
 
