@@ -148,7 +148,8 @@ def _overview(info: dict[str, Any], sections: list[Section]) -> str:
         per_task = ", ".join(f"{task.replace('_', ' ')} {n}" for task, n in data.get("per_task", {}).items())
         items.append(("data", escape(f"{data.get('name')}: {data.get('n_examples')} examples ({per_task})")))
     if options:
-        items.append(("shared options", escape(", ".join(f"{k} = {v}" for k, v in options.items() if k != "dataset"))))
+        shown = {k: ("the model's default" if v is None else v) for k, v in options.items() if k != "dataset"}
+        items.append(("shared options", escape(", ".join(f"{k} = {v}" for k, v in shown.items()))))
     if info.get("seconds") is not None:
         items.append(("time", escape(_duration(info["seconds"]) + " for the analyses and figures"
                                      + (" (a resumed run: only what was missing)" if info.get("resumed") else ""))))
