@@ -108,6 +108,8 @@ def test_flow_command_writes_records_report_and_resumes(tmp_path, capsys, study_
     assert "Traceback" not in line
     assert main([*argv, "--resume"]) == 0
     assert read_records(out / "flow.jsonl")[1] == records  # nothing recomputed, nothing duplicated
+    resumed = json.loads((out / "run.json").read_text())
+    assert resumed["resumed"] and resumed["analyses"]["flow"]["n_resumed"] == len(records)
     other = [word if word != "vql-to-ql" else "cross-frame" for word in argv]
     fails_with(capsys, [*other, "--resume"], "flow: ValueError: cannot resume", "options", code=1)
     assert read_records(out / "flow.jsonl")[1] == records

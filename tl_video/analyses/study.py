@@ -239,6 +239,7 @@ def run_study(
     for name in pipelines:
         pipeline, run = pipelines[name], runs[name]
         begin = time.time()
+        run.n_resumed = _records_on_disk(out_dir / run.record_file) if resume else 0
         try:
             kwargs = _pipeline_inputs(pipeline, results, out_dir)
             result = pipeline.run(model, examples, prepared[name], out_dir=out_dir, resume=resume, progress=progress, **kwargs)
@@ -253,7 +254,6 @@ def run_study(
             continue
         run.seconds = time.time() - begin
         run.status, run.n_records = "done", len(result.records)
-        run.n_resumed = getattr(result, "n_resumed", 0)
         results[name] = result
         say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s")
         write_run_json(out_dir, info, runs, started)
@@ -395,6 +395,18 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[package] = "not installed"
     return out
+
+
+def _records_on_disk(path: Path) -> int:
+    """How many records a file already holds (those a resumed run keeps)."""
+    if not _has_records(path):
+        return 0
+    from tl_video.analyses.records import read_records
+
+    try:
+        return len(read_records(path, drop_torn_tail=True)[1])
+    except ValueError:  # not a record file, or torn inside: the pipeline reports it
+        return 0
 
 
 def _has_records(path: Path) -> bool:
