@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1

@@ -14,7 +14,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from tl_video.analyses.scoring import PROMPT_STYLES, SAMPLE_MODES
 

@@ -296,8 +296,6 @@ def export_figures(
 
     Returns the figures by analysis, so the report need not draw them again.
     """
-    from tqdm.auto import tqdm
-
     from tl_video.plots.style import static_export_available
 
     folder = out_dir / FIGURE_FOLDER
