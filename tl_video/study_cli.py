@@ -19,7 +19,7 @@ from typing import Any, Callable
 from tl_video.analyses.scoring import PROMPT_STYLES, SAMPLE_MODES
 
 BUILTIN_MODEL = "tl-video/toy-temporal"
-DEFAULT_SYNTHETIC_N = 4  # examples per task of the default study's synthetic benchmark (sized for <= 10 min on 2 cores)
+DEFAULT_SYNTHETIC_N = 8  # examples per task of the default study's synthetic benchmark: 2 min 20 s on 2 idle cores
 SUBCOMMANDS = {  # command -> analysis (see tl_video.analyses.study.ANALYSES)
     "flow": "flow", "gen-prob": "gen-prob", "pathways": "pathways", "lens": "lens", "attention": "attention", "patch": "patch",
     "open-ended": "open-ended",
