@@ -513,7 +513,7 @@ class FlowResult:
                 p_max = float(max(adjusted[i] for i in index))
                 n = min(curve.stats[i].n for i in index)
                 sentence = (
-                    f"Blocking {label} {self._where(run, window)}{where} {verb} {self.METRIC_NAMES[metric]} by "
+                    f"Blocking {_blocked_phrase(label)} {self._where(run, window)}{where} {verb} {self.METRIC_NAMES[metric]} by "
                     f"{abs(size):.0f}% on average (p ≤ {p_max:.3g} at each layer, Holm-corrected; n = {n})."
                 )
                 findings.append(Finding(sentence, test, p_max, n))
@@ -522,7 +522,7 @@ class FlowResult:
             largest = max(finite, key=lambda i: abs(means[i]))
             p_min = float(np.nanmin(adjusted)) if np.isfinite(adjusted).any() else None
             sentence = (
-                f"Blocking {label} ({self._window_words(window)}){where} changes {self.METRIC_NAMES[metric]} significantly at "
+                f"Blocking {_blocked_phrase(label)} ({self._window_words(window)}){where} changes {self.METRIC_NAMES[metric]} significantly at "
                 f"no centre layer (largest mean change {means[largest]:+.1f}% at L{curve.layers[largest] + 1}; "
                 f"no layer is significant after Holm correction, n = {curve.n})."
             )
@@ -543,6 +543,11 @@ class FlowResult:
         if window == "top_down":
             return f"from L{span} (centre) to the last layer"
         return f"from the first layer to L{span} (centre)"
+
+
+def _blocked_phrase(label: str) -> str:
+    """What "Blocking ..." reads with: "No cross-frame interactions" -> "cross-frame interactions"."""
+    return label[3:] if label.startswith("No ") else label
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
