@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_records
+from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
@@ -377,13 +377,7 @@ class FlowResult:
     @classmethod
     def read(cls, out_dir: str | Path) -> "FlowResult":
         """Read ``<out_dir>/flow.jsonl`` back."""
-        path = Path(out_dir) / f"{cls.ANALYSIS}.jsonl"
-        if not path.exists():
-            raise FileNotFoundError(f"no {cls.ANALYSIS} records at {path}; run that analysis into {out_dir} first")
-        header, records = read_records(path)
-        if header.analysis != cls.ANALYSIS:
-            raise ValueError(f"{path} holds {header.analysis!r} records, not {cls.ANALYSIS!r}")
-        return cls(header, records)
+        return cls(*read_analysis(out_dir, cls.ANALYSIS))
 
     # --- what the run holds
     @property

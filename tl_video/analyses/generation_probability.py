@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_records
+from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
 from tl_video.analyses.scoring import StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -96,10 +96,7 @@ class GenerationProbabilityResult:
 
     @classmethod
     def read(cls, out_dir: str | Path) -> "GenerationProbabilityResult":
-        path = Path(out_dir) / f"{ANALYSIS}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; run the generation-probability analysis into {out_dir} first")
-        header, records = read_records(path)
+        header, records = read_analysis(out_dir, ANALYSIS)
         return cls(header=header, records=records)
 
     @property

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 from jaxtyping import UInt8
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_records
+from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -246,7 +246,7 @@ class LensResult:
 
     @classmethod
     def read(cls, out_dir: str | Path) -> "LensResult":
-        header, records = read_records(Path(out_dir) / f"{ANALYSIS}.jsonl")
+        header, records = read_analysis(out_dir, ANALYSIS)
         return cls(header=header, records=records)
 
     @property

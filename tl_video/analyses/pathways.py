@@ -46,7 +46,7 @@ import torch
 from jaxtyping import Float
 
 from tl_video.analyses.flow import default_bin_size, effective_ranges
-from tl_video.analyses.records import RecordSink, RunHeader, read_records
+from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
@@ -303,10 +303,7 @@ class PathwayResult:
 
     @classmethod
     def read(cls, out_dir: str | Path) -> "PathwayResult":
-        path = Path(out_dir) / f"{ANALYSIS}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; run the effective-pathway analysis into {out_dir} first")
-        header, records = read_records(path)
+        header, records = read_analysis(out_dir, ANALYSIS)
         return cls(header=header, records=records)
 
     @property

@@ -157,6 +157,17 @@ def read_records(path: str | Path, *, drop_torn_tail: bool = False) -> tuple[Run
     return header, records
 
 
+def read_analysis(out_dir: str | Path, analysis: str) -> tuple[RunHeader, list[dict[str, Any]]]:
+    """The header and records of ``<out_dir>/<analysis>.jsonl``, checking the file holds that analysis."""
+    path = Path(out_dir) / f"{analysis}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {analysis} records at {path}; run that analysis into {out_dir} first")
+    header, records = read_records(path)
+    if header.analysis != analysis:
+        raise ValueError(f"{path} holds {header.analysis!r} records, not {analysis!r}")
+    return header, records
+
+
 def read_run(run_dir: str | Path) -> dict[str, tuple[RunHeader, list[dict[str, Any]]]]:
     """Every record file of a run folder: ``{analysis: (header, records)}``."""
     run_dir = Path(run_dir)
