@@ -1,8 +1,9 @@
 """The exact sweep engine equals the plain full forward (probabilities within 1e-5 in fp32).
 
 Every preset x every window style x every centre layer, plus effective-pathway and random
-blocking specs, on LLaVA-NeXT-Video (1D RoPE) and Qwen2.5-VL (M-RoPE, 3D position ids), and
-Qwen3-VL's deepstack injections on the vql-to-ql sweep.
+blocking specs, on LLaVA-NeXT-Video (1D RoPE; also a 5-layer GQA variant) and Qwen2.5-VL
+(M-RoPE, 3D position ids), and Qwen3-VL's deepstack injections on the vql-to-ql sweep. The plain
+path is the reference: one full forward per spec under `knockout_hooks`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tl_video.interventions.knockout import KnockoutSpec
 from tl_video.interventions.presets import PRESETS, effective_pathway_spec, preset, random_blocking_spec
 from tl_video.interventions.windows import WINDOW_STYLES, window_layers
 from tl_video.prompts import multiple_choice_prompt
-from tl_video.testing import save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
+from tl_video.testing import save_tiny_llava_next_video, save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
 
 TOLERANCE = 1e-5
 
@@ -69,6 +70,18 @@ def qwen_models(tmp_path_factory):
 def test_engine_equals_plain_llava_next_video(model):
     prepared = prepared_input(model)
     assert_engine_equals_plain(model, prepared, every_sweep_spec(prepared.layout, model.cfg.n_layers))
+
+
+def test_engine_equals_plain_deeper_gqa_model(tmp_path):
+    """Five layers (start points above layer 1, clean layers below them) with grouped-query attention and biases."""
+    folder = save_tiny_llava_next_video(tmp_path / "deep", num_hidden_layers=5, num_key_value_heads=2, attention_bias=True)
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    prepared = prepared_input(model)
+    n_layers = model.cfg.n_layers
+    specs = [spec for style in WINDOW_STYLES for centre in range(n_layers)
+             for name in ("vql-to-ql", "cross-frame")
+             for spec in preset(name, prepared.layout, window_layers(centre, n_layers, k=2, style=style))]
+    assert_engine_equals_plain(model, prepared, specs + [KnockoutSpec()])
 
 
 def test_engine_equals_plain_qwen2_5_vl_mrope(qwen_models):

@@ -9,9 +9,10 @@ read from `blocked_edges_by_layer`, so positions come from the layout). Under ca
 
 So the engine runs the clean pass once, keeping the residual entering each layer and every
 layer's keys/values (`KeyValueCache`), and per spec resumes at layer L0 with only the positions
-q0.. as queries, against the cached clean keys/values of positions < q0, under the spec's own
-knockout hooks. The hooks see the same [query, key] geometry as in KV-cache generation (queries
-q0..n-1 over keys 0..n-1), so their rows and the fully-blocked-row rule are those of the full
+q0.. as queries, against the cached clean keys/values of positions < q0. Specs sharing q0 run as
+one batch, each batch row under its own blocked edges (a mask hook per layer with one row set per
+spec). The hooks see the same [query, key] geometry as in KV-cache generation (queries q0..n-1
+over keys 0..n-1), so the blocked rows and the fully-blocked-row rule are those of the full
 forward. Position ids are the clean pass's own (a slice), so M-RoPE (3D ids) is exact; Qwen3-VL's
 deepstack features are placed from the suffix's tokens in the layers the resumed pass runs.
 
@@ -24,13 +25,14 @@ probabilities. Numbers equal the plain full forward up to float reassociation (t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 
-from tl_video.interventions.knockout import KnockoutSpec, blocked_edges_by_layer, knockout_hooks
-from tl_video.model.kv_cache import KeyValueCache
+from tl_video.interventions.knockout import KnockoutSpec, blocked_edges_by_layer
+from tl_video.model.kv_cache import KeyValueCache, LayerKeyValues
+from tl_video.model.masks import block_edges
 from tl_video.prompts.prepared import PreparedInput
 
 
@@ -64,7 +66,8 @@ def clean_pass(model: Any, tokens: Int[torch.Tensor, "1 pos"]) -> CleanPass:
     cache = KeyValueCache.empty(n_layers)
     hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in range(n_layers)]
     with model.hooks(fwd_hooks=hooks):
-        logits = model(tokens, past_kv_cache=cache)
+        residual = model(tokens, past_kv_cache=cache, stop_at_layer=n_layers)
+    logits = model.unembed(model.ln_final(residual[:, -1:]))  # only the last position is read
     return CleanPass(residuals, cache, logits[0, -1].float().softmax(-1).cpu())
 
 
@@ -83,36 +86,124 @@ def start_point(blocked: dict[int, Bool[torch.Tensor, "query_pos key_pos"]]) -> 
     return StartPoint(layer=min(first_rows), query=min(first_rows.values()))
 
 
-def resumed_probabilities(
-    model: Any, clean: CleanPass, tokens: Int[torch.Tensor, "1 pos"], spec: KnockoutSpec, layout: Any
-) -> Float[torch.Tensor, "d_vocab"]:
-    """Softmax at the last position under `spec`, recomputing only layers >= L0 at positions >= q0."""
-    n_layers = model.cfg.n_layers
-    blocked = blocked_edges_by_layer(spec, layout, n_layers)
-    start = start_point(blocked)
-    if start is None:
-        return clean.probabilities.clone()
-    query = start.query
-    past = clean.cache.prefix(query) if query > 0 else None
-    position_ids = clean.cache.position_ids[..., query:]
-    with model.hooks(fwd_hooks=knockout_hooks(spec, layout, n_layers)):
+@dataclass(frozen=True)
+class _Resume:
+    """One spec's resumed pass: its index in the caller's list, start point and blocked matrices."""
+
+    index: int
+    start: StartPoint
+    blocked: dict[int, Bool[torch.Tensor, "query_pos key_pos"]]
+
+
+class _ReadOnlyLayers(list):
+    """Cache layers the resumed pass reads but never keeps: the forward's write-back of each layer's
+    extended keys/values is dropped, so memory holds one layer's copy at a time, not all of them."""
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        pass
+
+
+def _prefix_cache(clean: CleanPass, query: int, batch: int) -> KeyValueCache | None:
+    """The clean keys/values of positions < `query`, broadcast to `batch` rows (None when query is 0)."""
+    if query == 0:
+        return None
+    prefix = clean.cache.prefix(query)
+    layers = [None if kv is None else LayerKeyValues(kv.keys.expand(batch, -1, -1, -1), kv.values.expand(batch, -1, -1, -1))
+              for kv in prefix.layers]
+    return KeyValueCache(_ReadOnlyLayers(layers), prefix.key_padding_mask, prefix.position_ids)
+
+
+def _batched_mask_hook(rows: Bool[torch.Tensor, "batch 1 query_pos key_pos"]) -> Callable[..., torch.Tensor]:
+    """Block each batch row's own edges (queries from q0 on, every key), as `_mask_hook` does for one spec."""
+    on_device: dict[torch.device, torch.Tensor] = {}
+
+    def hook(mask: torch.Tensor, hook: Any) -> torch.Tensor:
+        if mask.shape[0] != rows.shape[0] or mask.shape[-2:] != rows.shape[-2:]:
+            raise ValueError(
+                f"sweep engine: the mask at {getattr(hook, 'name', None)} is {tuple(mask.shape)}, but the batched knockout "
+                f"rows are {tuple(rows.shape)}; these hooks serve only the engine's own resumed pass"
+            )
+        if mask.device not in on_device:
+            on_device[mask.device] = rows.to(mask.device)
+        return block_edges(mask, on_device[mask.device])
+
+    return hook
+
+
+def _batched_hooks(group: list[_Resume], first_layer: int, query: int, n_layers: int) -> list[tuple[str, Callable[..., torch.Tensor]]]:
+    """One mask hook per layer that any spec of the group blocks; rows are each spec's matrix from `query` on."""
+    hooks, shared = [], {}
+    for layer in range(first_layer, n_layers):
+        matrices = [resume.blocked.get(layer) for resume in group]
+        if all(matrix is None for matrix in matrices):
+            continue
+        signature = tuple(None if matrix is None else id(matrix) for matrix in matrices)
+        if signature not in shared:
+            n_keys = next(matrix for matrix in matrices if matrix is not None).shape[1]
+            rows = torch.zeros(len(group), 1, n_keys - query, n_keys, dtype=torch.bool)
+            for row, matrix in enumerate(matrices):
+                if matrix is not None:
+                    rows[row, 0] = matrix[query:]
+            shared[signature] = rows
+        hooks.append((f"blocks.{layer}.attn.hook_attn_mask", _batched_mask_hook(shared[signature])))
+    return hooks
+
+
+def _resume_group(
+    model: Any, clean: CleanPass, tokens: Int[torch.Tensor, "1 pos"], group: list[_Resume]
+) -> Float[torch.Tensor, "group d_vocab"]:
+    """One forward for specs sharing their earliest blocked query, from the group's first blocked layer.
+
+    A spec whose own first blocked layer is later just has no hook in the layers before it, where
+    its rows then recompute the clean values."""
+    n_layers, batch = model.cfg.n_layers, len(group)
+    query = group[0].start.query
+    first_layer = min(resume.start.layer for resume in group)
+    with model.hooks(fwd_hooks=_batched_hooks(group, first_layer, query, n_layers)):
         residual = model(
-            clean.residuals[start.layer][:, query:], start_at_layer=start.layer, stop_at_layer=n_layers,
-            past_kv_cache=past, position_ids=position_ids, tokens=tokens[:, query:],
+            clean.residuals[first_layer][:, query:].expand(batch, -1, -1), start_at_layer=first_layer,
+            stop_at_layer=n_layers, past_kv_cache=_prefix_cache(clean, query, batch),
+            position_ids=clean.cache.position_ids[..., query:], tokens=tokens[:, query:].expand(batch, -1),
         )
     logits = model.unembed(model.ln_final(residual[:, -1:]))
-    return logits[0, -1].float().softmax(-1).cpu()
+    return logits[:, -1].float().softmax(-1).cpu()
 
 
 def engine_probabilities(
-    model: Any, prepared: PreparedInput, specs: Sequence[KnockoutSpec]
+    model: Any,
+    prepared: PreparedInput,
+    specs: Sequence[KnockoutSpec],
+    max_batch: int = 16,
+    short_suffix: int = 16,
 ) -> Float[torch.Tensor, "spec d_vocab"]:
-    """`knockout_probabilities` by the exact engine: one clean pass, then each spec from its start point."""
-    if not specs:
+    """`knockout_probabilities` by the exact engine: one clean pass, then the specs resumed in batches.
+
+    Specs are batched when they share the earliest blocked query and either the first blocked layer
+    or a short suffix (<= `short_suffix` positions, where starting a few layers early costs little);
+    at most `max_batch` per forward (each row holds a copy of one layer's keys/values at a time).
+    """
+    n_specs, n_layers = len(specs), model.cfg.n_layers
+    if not n_specs:
         return torch.zeros(0, model.cfg.d_vocab)
     tokens = prepared.tokens.to(model.W_E.device)
+    n_tokens = tokens.shape[1]
     clean = clean_pass(model, tokens)
-    return torch.stack([resumed_probabilities(model, clean, tokens, spec, prepared.layout) for spec in specs])
+    rows: list[torch.Tensor | None] = [None] * n_specs
+    groups: dict[tuple[int, ...], list[_Resume]] = {}
+    for index, spec in enumerate(specs):
+        blocked = blocked_edges_by_layer(spec, prepared.layout, n_layers)
+        start = start_point(blocked)
+        if start is None:
+            rows[index] = clean.probabilities.clone()
+            continue
+        key = (start.query,) if n_tokens - start.query <= short_suffix else (start.query, start.layer)
+        groups.setdefault(key, []).append(_Resume(index, start, blocked))
+    for group in groups.values():
+        for offset in range(0, len(group), max_batch):
+            chunk = group[offset:offset + max_batch]
+            for resume, row in zip(chunk, _resume_group(model, clean, tokens, chunk)):
+                rows[resume.index] = row
+    return torch.stack(rows)
 
 
 def has_active_hooks(model: Any) -> bool:
