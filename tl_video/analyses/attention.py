@@ -243,7 +243,7 @@ class AttentionResult:
         change, p = changes[i]
         knocked = self.video_mass_values("knockout").mean(0)
         out.append(Finding(
-            f"Under {self.knockout_label}, the {query}'s attention on the video in L{layers[i] + 1} goes from "
+            f"Under the knockout “{self.knockout_label}”, the {query}'s attention on the video in L{layers[i] + 1} goes from "
             f"{means[i]:.1%} to {knocked[i]:.1%} ({change.mean * 100:+.1f} points [{change.low * 100:+.1f}, "
             f"{change.high * 100:+.1f}]), the largest change of any layer.",
             "paired sign-flip permutation test, knockout vs baseline", p, n,
