@@ -7,6 +7,10 @@ specs) replaces the body and must return the same numbers (probabilities within 
 
 `engine="exact"` runs the clean pass once and recomputes, per spec, only the layers from its first
 blocked layer and the positions from its earliest blocked query (`tl_video.analyses.sweep_engine`);
+`engine="batched"` also runs specs that share their earliest blocked query as one batch: faster, but
+a spec's numbers then depend (at float-rounding level, ~1e-8) on which specs share its call, so a
+resumed study would not reproduce an uninterrupted one bit for bit; `"exact"` computes each spec on
+its own and gives the same bits whatever the call holds.
 `engine="plain"` runs one full forward per spec. `"auto"` picks the default (`DEFAULT_ENGINE`) and
 falls back to plain while other hooks are registered on the model (they may read whole-sequence
 activations that the exact engine never computes).
@@ -23,8 +27,9 @@ from tl_video.analyses.sweep_engine import engine_probabilities, has_active_hook
 from tl_video.interventions.knockout import KnockoutSpec, knockout_hooks
 from tl_video.prompts.prepared import PreparedInput
 
-ENGINES = ("auto", "exact", "plain")
-DEFAULT_ENGINE = "plain"  # what "auto" runs when no other hook is registered
+ENGINES = ("auto", "exact", "batched", "plain")
+BATCH = 16  # specs per forward for engine="batched"
+DEFAULT_ENGINE = "exact"  # what "auto" runs when no other hook is registered (equal to plain: tests/test_sweep_engine.py)
 
 
 @torch.no_grad()
@@ -36,8 +41,8 @@ def knockout_probabilities(
         raise ValueError(f"knockout_probabilities engine={engine!r}; valid: {', '.join(ENGINES)}")
     if engine == "auto":
         engine = "plain" if has_active_hooks(model) else DEFAULT_ENGINE
-    if engine == "exact":
-        return engine_probabilities(model, prepared, specs)
+    if engine in ("exact", "batched"):
+        return engine_probabilities(model, prepared, specs, max_batch=BATCH if engine == "batched" else 1)
     return plain_probabilities(model, prepared, specs)
 
 

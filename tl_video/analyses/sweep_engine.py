@@ -9,9 +9,9 @@ read from `blocked_edges_by_layer`, so positions come from the layout). Under ca
 
 So the engine runs the clean pass once, keeping the residual entering each layer and every
 layer's keys/values (`KeyValueCache`), and per spec resumes at layer L0 with only the positions
-q0.. as queries, against the cached clean keys/values of positions < q0. Specs sharing q0 run as
-one batch, each batch row under its own blocked edges (a mask hook per layer with one row set per
-spec). The hooks see the same [query, key] geometry as in KV-cache generation (queries q0..n-1
+q0.. as queries, against the cached clean keys/values of positions < q0. Optionally
+(`max_batch` > 1) specs sharing q0 run as one batch, each batch row under its own blocked edges
+(a mask hook per layer with one row set per spec). The hooks see the same [query, key] geometry as in KV-cache generation (queries q0..n-1
 over keys 0..n-1), so the blocked rows and the fully-blocked-row rule are those of the full
 forward. Position ids are the clean pass's own (a slice), so M-RoPE (3D ids) is exact; Qwen3-VL's
 deepstack features are placed from the suffix's tokens in the layers the resumed pass runs.
@@ -173,7 +173,7 @@ def engine_probabilities(
     model: Any,
     prepared: PreparedInput,
     specs: Sequence[KnockoutSpec],
-    max_batch: int = 16,
+    max_batch: int = 1,
     short_suffix: int = 16,
 ) -> Float[torch.Tensor, "spec d_vocab"]:
     """`knockout_probabilities` by the exact engine: one clean pass, then the specs resumed in batches.
@@ -181,6 +181,8 @@ def engine_probabilities(
     Specs are batched when they share the earliest blocked query and either the first blocked layer
     or a short suffix (<= `short_suffix` positions, where starting a few layers early costs little);
     at most `max_batch` per forward (each row holds a copy of one layer's keys/values at a time).
+    With `max_batch=1` (the default) each spec runs alone from its own start point, so its numbers
+    do not depend on the other specs of the call (a resumed sweep reproduces an uninterrupted one).
     """
     n_specs, n_layers = len(specs), model.cfg.n_layers
     if not n_specs:
