@@ -3,7 +3,8 @@
 A random LLaVA-NeXT-Video-shaped checkpoint (saved and loaded through the public path) runs the
 four vql-to-ql flows at every centre layer with the study's default window; both engines return
 the same probabilities (the largest difference is printed). Prints the shape used, seconds per
-sweep for each engine (fastest of interleaved repeats), and the ratio plain / engine.
+sweep for each engine (plain full forwards; the exact engine, the default; its batched variant),
+fastest of interleaved repeats, and the ratios plain / engine.
 
     python benchmarks/sweep_speed.py                  # medium: 12 layers, d_model 512, 8 frames x 144 video tokens
     python benchmarks/sweep_speed.py --layers 6 --frames 4   # smaller, for a busy machine
@@ -26,6 +27,9 @@ from tl_video.interventions.presets import preset
 from tl_video.interventions.windows import window_layers
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_llava_next_video
+
+
+ENGINES = ("plain", "exact", "batched")
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:
@@ -61,17 +65,19 @@ def main() -> None:
               f"({len(prepared.layout.video_positions)} video, {args.frames} frames), vql-to-ql sweep k={k}: "
               f"{len(specs)} configurations, {torch.get_num_threads()} threads")
         model(prepared.tokens[:, :64])  # warm-up
-        plain_times, exact_times = [], []
+        times: dict[str, list[float]] = {engine: [] for engine in ENGINES}
+        outputs = {}
         for _ in range(args.repeats):  # interleaved, fastest kept: robust to other load on a shared machine
-            seconds, plain = timed(lambda: knockout_probabilities(model, prepared, specs, engine="plain"))
-            plain_times.append(seconds)
-            seconds, exact = timed(lambda: knockout_probabilities(model, prepared, specs, engine="exact"))
-            exact_times.append(seconds)
-        plain_s, exact_s = min(plain_times), min(exact_times)
-        print(f"plain: {plain_s:.2f} s per sweep ({plain_s / len(specs) * 1000:.0f} ms per configuration)")
-        print(f"exact engine: {exact_s:.2f} s per sweep ({exact_s / len(specs) * 1000:.0f} ms per configuration)")
-        print(f"max |plain - engine| probability: {float((plain - exact).abs().max()):.2e}")
-        print(f"ratio plain/engine: {plain_s / exact_s:.1f}x")
+            for engine in ENGINES:
+                seconds, outputs[engine] = timed(lambda: knockout_probabilities(model, prepared, specs, engine=engine))
+                times[engine].append(seconds)
+        plain_s = min(times["plain"])
+        for engine in ENGINES:
+            best = min(times[engine])
+            print(f"{engine:>8}: {best:7.2f} s per sweep ({best / len(specs) * 1000:6.0f} ms per configuration), "
+                  f"max |plain - {engine}| = {float((outputs['plain'] - outputs[engine]).abs().max()):.1e}")
+        for engine in ENGINES[1:]:
+            print(f"ratio plain/{engine}: {plain_s / min(times[engine]):.1f}x")
 
 
 if __name__ == "__main__":
