@@ -28,25 +28,8 @@ def video_attention_map(
     Heads are averaged (`heads="mean"`) or maxed; cells of the (frame, row, col) grid without a
     token are NaN. With `knockout`, the map is computed under that knockout.
     """
-    if heads not in ("mean", "max"):
-        raise ValueError(f"heads={heads!r}; expected 'mean' or 'max'")
-    n_layers = model.cfg.n_layers
-    layers = checked_layers(layers, n_layers, "attention map")
-    layout = prepared.layout
-    queries = layout.positions(query, role="attention query")
-    keys = layout.positions("video_tokens")
-    if queries.numel() == 0 or keys.numel() == 0:
-        raise ValueError(f"query group {query!r} or the video selects no token")
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
-    hooks = [] if knockout is None else knockout_hooks(knockout, layout, n_layers)
-    with model.hooks(fwd_hooks=hooks):
-        _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
-    per_layer = []
-    for layer in layers:
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].float()  # [head, query, key]
-        to_video = pattern[:, queries][:, :, keys].mean(1)  # [head, video_token]
-        per_layer.append(to_video.mean(0) if heads == "mean" else to_video.max(0).values)
-    return layout.on_video_grid(torch.stack(per_layer).cpu())
+    attention = query_attention_to_video(model, prepared, query, layers, heads=heads, knockout=knockout)
+    return prepared.layout.on_video_grid(attention.group)
 
 
 @dataclass(frozen=True)
