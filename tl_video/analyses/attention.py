@@ -24,11 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -144,16 +144,10 @@ def attention_record(
 
 
 @dataclass(frozen=True)
-class AttentionResult:
+class AttentionResult(RecordedResult):
     """The records of one attention-map run and what the report reads from them."""
 
-    header: RunHeader
-    records: list[dict]
-
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "AttentionResult":
-        header, records = read_analysis(out_dir, ANALYSIS)
-        return cls(header=header, records=records)
+    ANALYSIS: ClassVar[str] = ANALYSIS
 
     @property
     def options(self) -> AttentionOptions:

@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
@@ -359,11 +359,9 @@ class AccuracyCurve:
 
 
 @dataclass(frozen=True)
-class FlowResult:
+class FlowResult(RecordedResult):
     """The records of one information-flow run, and their summaries (curves, accuracy, findings)."""
 
-    header: RunHeader
-    records: list[dict[str, Any]]
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # what the records are called and measure (the open-ended variant reuses these summaries)
@@ -374,10 +372,6 @@ class FlowResult:
     CORRECT_FIELD: ClassVar[str] = "new_correct"  # record field counted by `accuracy`
     ACCURACY_NAME: ClassVar[str] = "accuracy under knockout"
 
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "FlowResult":
-        """Read ``<out_dir>/flow.jsonl`` back."""
-        return cls(*read_analysis(out_dir, cls.ANALYSIS))
 
     # --- what the run holds
     @property

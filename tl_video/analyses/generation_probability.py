@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from jaxtyping import Float
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -88,20 +88,10 @@ def run_generation_probability(
 
 
 @dataclass(frozen=True)
-class GenerationProbabilityResult:
+class GenerationProbabilityResult(RecordedResult):
     """The records of one generation-probability run, with curves and findings."""
 
-    header: RunHeader
-    records: list[dict[str, Any]]
-
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "GenerationProbabilityResult":
-        header, records = read_analysis(out_dir, ANALYSIS)
-        return cls(header=header, records=records)
-
-    @property
-    def seed(self) -> int:
-        return self.header.seed
+    ANALYSIS: ClassVar[str] = ANALYSIS
 
     @property
     def readouts(self) -> list[str]:

@@ -34,12 +34,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from jaxtyping import UInt8
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -238,16 +238,10 @@ class VocabularyTable:
 
 
 @dataclass(frozen=True)
-class LensResult:
+class LensResult(RecordedResult):
     """The records of one logit-lens run and what the report reads from them."""
 
-    header: RunHeader
-    records: list[dict]
-
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "LensResult":
-        header, records = read_analysis(out_dir, ANALYSIS)
-        return cls(header=header, records=records)
+    ANALYSIS: ClassVar[str] = ANALYSIS
 
     @property
     def options(self) -> LensOptions:

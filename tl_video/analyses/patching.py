@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, prepare_for_study, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -153,16 +153,10 @@ def _corrupted_letter(scored: ScoredExample, spec: dict[str, Any], corrupted_log
 
 
 @dataclass(frozen=True)
-class PatchingResult:
+class PatchingResult(RecordedResult):
     """The records of one patching run and what the report reads from them."""
 
-    header: RunHeader
-    records: list[dict]
-
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "PatchingResult":
-        header, records = read_analysis(out_dir, ANALYSIS)
-        return cls(header=header, records=records)
+    ANALYSIS: ClassVar[str] = ANALYSIS
 
     @property
     def options(self) -> PatchingOptions:

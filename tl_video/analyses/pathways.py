@@ -39,14 +39,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float
 
 from tl_video.analyses.flow import default_bin_size, effective_ranges
-from tl_video.analyses.records import RecordSink, RunHeader, read_analysis
+from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
@@ -295,20 +295,10 @@ class Edges:
 
 
 @dataclass(frozen=True)
-class PathwayResult:
+class PathwayResult(RecordedResult):
     """The records of one effective-pathway run, with accuracy, edge counts and findings."""
 
-    header: RunHeader
-    records: list[dict[str, Any]]
-
-    @classmethod
-    def read(cls, out_dir: str | Path) -> "PathwayResult":
-        header, records = read_analysis(out_dir, ANALYSIS)
-        return cls(header=header, records=records)
-
-    @property
-    def seed(self) -> int:
-        return self.header.seed
+    ANALYSIS: ClassVar[str] = ANALYSIS
 
     @property
     def ranges(self) -> dict[str, LayerRange]:

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 HEADER_FIELDS_THAT_MUST_MATCH = ("analysis", "model_id", "model_config_hash", "dataset", "options", "seed")
 
@@ -166,6 +166,25 @@ def read_analysis(out_dir: str | Path, analysis: str) -> tuple[RunHeader, list[d
     if header.analysis != analysis:
         raise ValueError(f"{path} holds {header.analysis!r} records, not {analysis!r}")
     return header, records
+
+
+@dataclass(frozen=True)
+class RecordedResult:
+    """Base of every pipeline's result: the header and records of its file, read back with `read`."""
+
+    header: RunHeader
+    records: list[dict[str, Any]]
+
+    ANALYSIS: ClassVar[str] = ""  # the record file's name: <out_dir>/<ANALYSIS>.jsonl
+
+    @classmethod
+    def read(cls, out_dir: str | Path):
+        """Read ``<out_dir>/<ANALYSIS>.jsonl`` back."""
+        return cls(*read_analysis(out_dir, cls.ANALYSIS))
+
+    @property
+    def seed(self) -> int:
+        return self.header.seed
 
 
 def read_run(run_dir: str | Path) -> dict[str, tuple[RunHeader, list[dict[str, Any]]]]:
