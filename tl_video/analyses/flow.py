@@ -265,14 +265,7 @@ def run_flow(
     if not examples:
         raise ValueError("run_flow: no examples to analyse")
     n_layers = model.cfg.n_layers
-    k, notes = resolve_window_k(options.window_k, n_layers)
-    centres = checked_layers(options.layers, n_layers, "FlowOptions.layers")
-    header = RunHeader.for_model(
-        model, analysis=ANALYSIS, dataset=options.dataset, options=options.to_json(), seed=options.seed,
-        n_layers=n_layers, window_k=k, notes=notes,
-    )
-    path = None if out_dir is None else Path(out_dir) / f"{ANALYSIS}.jsonl"
-    sink = RecordSink.open(path, header, resume=resume)
+    k, centres, sink = open_sweep(model, options, ANALYSIS, out_dir, resume)
     bar = tqdm(total=len(examples), desc=ANALYSIS, unit="example", disable=not progress)
     try:
         for example in examples:
@@ -283,6 +276,22 @@ def run_flow(
     finally:
         bar.close()
     return FlowResult(sink.header, list(sink.records))
+
+
+def open_sweep(
+    model: Any, options: FlowOptions, analysis: str, out_dir: str | Path | None, resume: bool
+) -> tuple[int, list[int], RecordSink]:
+    """What every flow sweep starts with: the window k (clipped, with notes in the header), the centre
+    layers, and the record sink of ``<out_dir>/<analysis>.jsonl``."""
+    n_layers = model.cfg.n_layers
+    k, notes = resolve_window_k(options.window_k, n_layers)
+    centres = checked_layers(options.layers, n_layers, f"{type(options).__name__}.layers")
+    header = RunHeader.for_model(
+        model, analysis=analysis, dataset=options.dataset, options=options.to_json(), seed=options.seed,
+        n_layers=n_layers, window_k=k, notes=notes,
+    )
+    path = None if out_dir is None else Path(out_dir) / f"{analysis}.jsonl"
+    return k, centres, RecordSink.open(path, header, resume=resume)
 
 
 def _sweep_example(model: Any, scored: ScoredExample, configs: list[FlowConfig], sink: RecordSink, n_layers: int, k: int) -> None:

@@ -35,14 +35,13 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from tl_video.analyses.flow import (
-    FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, resolve_window_k,
+    FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, open_sweep,
 )
-from tl_video.analyses.records import RecordSink, RunHeader
+from tl_video.analyses.records import RecordSink
 from tl_video.analyses.scoring import prepare_for_study
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.knockout import KnockoutSpec, knockout_hooks
-from tl_video.interventions.windows import checked_layers
 from tl_video.model.generation import greedy_generate
 from tl_video.model.kv_cache import KeyValueCache
 from tl_video.prompts.prepared import PreparedInput
@@ -184,14 +183,9 @@ def run_open_ended(
     if not examples:
         raise ValueError("run_open_ended: no examples to analyse")
     n_layers = model.cfg.n_layers
-    k, notes = resolve_window_k(options.window_k, n_layers)
-    centres = checked_layers(options.layers, n_layers, "OpenEndedOptions.layers")
-    header = RunHeader.for_model(model, analysis=ANALYSIS, dataset=options.dataset, options=options.to_json(),
-                                 seed=options.seed, n_layers=n_layers, window_k=k, notes=notes)
-    path = None if out_dir is None else Path(out_dir) / f"{ANALYSIS}.jsonl"
-    sink = RecordSink.open(path, header, resume=resume)
+    k, centres, sink = open_sweep(model, options, ANALYSIS, out_dir, resume)
     for example in tqdm(examples, desc=ANALYSIS, unit="example", disable=not progress):
-        previous = next((r for r in sink.records if r["key"] == f"baseline/{example.example_id}"), None)
+        previous = sink.get(f"baseline/{example.example_id}")
         if previous is not None and not previous["selected"]:
             continue
         prepared = prepare_for_study(model, example, options)

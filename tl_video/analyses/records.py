@@ -83,7 +83,7 @@ class RecordSink:
         self.path = path
         self.header = header
         self.records = records
-        self._keys = {record["key"] for record in records}
+        self._by_key = {record["key"]: record for record in records}
         self.n_resumed = len(records)
 
     @classmethod
@@ -115,20 +115,24 @@ class RecordSink:
         return sink
 
     def has(self, key: str) -> bool:
-        return key in self._keys
+        return key in self._by_key
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record written under ``key``, or None."""
+        return self._by_key.get(key)
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record (it must carry a unique ``key``) and make it durable."""
         key = record.get("key")
         if not isinstance(key, str):
             raise ValueError(f"a record needs a string 'key', got {key!r}")
-        if key in self._keys:
+        if key in self._by_key:
             raise ValueError(f"record {key!r} was already written")
         record = {"type": "record"} | record
         if self.path is not None:
             self._append_line(record)
         self.records.append(record)
-        self._keys.add(key)
+        self._by_key[key] = record
 
     def _append_line(self, obj: dict[str, Any]) -> None:
         line = json.dumps(obj, allow_nan=True, default=_json_default) + "\n"

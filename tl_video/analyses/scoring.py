@@ -147,8 +147,8 @@ def scored_examples(
         raise ValueError("no examples to analyse")
     for example in tqdm(examples, desc=desc, unit="example", disable=not progress, leave=False):
         key = f"baseline/{example.example_id}"
-        if sink is not None and sink.has(key):
-            previous = next(r for r in sink.records if r["key"] == key)
+        previous = None if sink is None else sink.get(key)
+        if previous is not None:
             if not previous["selected"]:
                 continue
             yield score_example(model, example, options)
