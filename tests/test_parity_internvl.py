@@ -9,18 +9,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tl_video
 from tests.conftest import random_video
-from tests.oracles import (
-    assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor,
-)
+from tests.parity import load_pair, prepare_with_reference
+from tests.oracles import assert_half_precision_close, max_diff, reference_model
 from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 from tl_video.frontend.internvl import pixel_shuffle
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_internvl
 from tl_video.video import reverse
 
-PROMPT = "What happens in the video?"
 # name -> builder options; each a real saved InternVL checkpoint.
 VARIANTS = {
     "qwen2": {},  # InternVL3: Qwen2.5 LM, q/k/v biases, untied
@@ -33,20 +30,6 @@ VARIANTS = {
 def checkpoints(tmp_path_factory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("internvl")
     return {name: save_tiny_internvl(root / name, **options) for name, options in VARIANTS.items()}
-
-
-def load_pair(folder, dtype=torch.float32):
-    """(ours, HF reference model, HF reference processor), each loaded on its own from the folder."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder, dtype=dtype)
-    return model, reference_model(folder, dtype), reference_processor(folder)
-
-
-def prepare_with_reference(model, processor, frames, **processor_kwargs):
-    """(our prepared input, HF's inputs from the raw frames and prompt); the text tokens must agree."""
-    processed = hf_chat_inputs(processor, frames, PROMPT, **processor_kwargs)
-    prepared = model.prepare(video=frames, prompt=PROMPT)
-    assert_same_prompt(prepared.tokens, processed["input_ids"], model.frontend.video_token_id)
-    return prepared, processed
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -12,16 +12,10 @@ import torch
 
 import tl_video
 from tests.conftest import LLAVA_NEXT_VIDEO_VARIANTS, random_video
-from tests.oracles import assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
+from tests.parity import PROMPT, load_pair
+from tests.oracles import assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model
 from tests.tolerances import FUSED_VS_EAGER_FP32, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 
-PROMPT = "What happens in the video?"
-
-
-def load_pair(folder, **kwargs):
-    """(ours, HF reference model, HF reference processor), each loaded on its own from the folder."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder, **kwargs)
-    return model, reference_model(folder, kwargs.get("dtype", torch.float32)), reference_processor(folder)
 
 
 def reference_inputs(processor, frames):

@@ -14,13 +14,13 @@ import torch
 
 import tl_video
 from tests.conftest import random_video
-from tests.oracles import assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
+from tests.parity import load_pair, prepare_with_reference
+from tests.oracles import max_diff, reference_model
 from tests.tolerances import LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_llava_onevision
 
-PROMPT = "What happens in the video?"
 # name -> builder options. The default frame is a 5x5 SigLIP grid resized to 3x3 (odd on purpose);
 # "even_grid" is 4x4 -> 2x2, where the bilinear resize is an exact 2x2 average.
 VARIANTS = {
@@ -34,20 +34,6 @@ VARIANTS = {
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("llava_onevision")
     return {name: save_tiny_llava_onevision(root / name, **options) for name, options in VARIANTS.items()}
-
-
-def load_pair(folder):
-    """(ours, HF reference model, HF reference processor), each loaded on its own from the folder."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
-    return model, reference_model(folder), reference_processor(folder)
-
-
-def prepare_with_reference(model, processor, frames):
-    """(our prepared input, HF's inputs from the raw frames and prompt); the text tokens must agree."""
-    inputs = hf_chat_inputs(processor, frames, PROMPT)
-    prepared = model.prepare(video=frames, prompt=PROMPT)
-    assert_same_prompt(prepared.tokens, inputs["input_ids"], model.frontend.video_token_id)
-    return prepared, inputs
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

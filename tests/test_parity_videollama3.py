@@ -14,14 +14,12 @@ import torch
 
 import tl_video
 from tests.conftest import random_video
-from tests.oracles import (
-    assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor,
-)
+from tests.parity import PROMPT, load_pair, prepare_with_reference
+from tests.oracles import assert_half_precision_close, max_diff, reference_model
 from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_videollama3
 
-PROMPT = "What happens in the video?"
 VARIANTS = {
     "pruning": {},  # the HF default: use_token_compression=True
     "tied_no_pruning": {"tie_word_embeddings": True, "use_token_compression": False},
@@ -52,20 +50,6 @@ PRUNED_VIDEO_CHANGES = {1: [(0, 0), (1, 2), (2, 3)], 2: [(1, 1)]}
 PRUNED_VIDEO_KEPT = [(f, r, c) for f in [0] for r in range(3) for c in range(4)] + [
     (1, 0, 0), (1, 1, 2), (1, 2, 3), (2, 1, 1), (3, 0, 0)
 ]
-
-
-def load_pair(folder, dtype=torch.float32):
-    """(ours, HF reference model, HF reference processor), each loaded on its own from the folder."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folder, dtype=dtype)
-    return model, reference_model(folder, dtype), reference_processor(folder)
-
-
-def prepare_with_reference(model, processor, frames, **processor_kwargs):
-    """(our prepared input, HF's inputs from the raw frames and prompt); the text tokens must agree."""
-    processed = hf_chat_inputs(processor, frames, PROMPT, **processor_kwargs)
-    prepared = model.prepare(video=frames, prompt=PROMPT)
-    assert_same_prompt(prepared.tokens, processed["input_ids"], model.frontend.video_token_id)
-    return prepared, processed
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
