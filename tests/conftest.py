@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
 
 import tl_video
 from tl_video.testing import save_tiny_llava_next_video
+
+# Converted published checkpoints go to a per-run folder, never the user's ~/.cache.
+os.environ["TL_VIDEO_CACHE"] = tempfile.mkdtemp(prefix="tl_video_cache_")
 
 # name -> builder options; each a real saved LLaVA-NeXT-Video checkpoint.
 LLAVA_NEXT_VIDEO_VARIANTS = {

@@ -17,6 +17,7 @@ from tl_video.loading.checkpoint import (
 )
 from tl_video.loading.llama_weights import fill_absent_biases
 from tl_video.loading.lora import merge_lora_adapter
+from tl_video.loading.published import converted_checkpoint
 from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
 from tl_video.model.config import AttentionImplementation, VideoTransformerConfig, resolve_device, resolve_dtype
 
@@ -47,6 +48,9 @@ def load_pretrained(
         raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__} {name_or_path!r}")
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
+    native = converted_checkpoint(folder, config)  # published formats: a cached native copy
+    if native != folder:
+        folder, config = native, read_config(native)
     check_remote_code(folder, config, trust_remote_code)
     family = family_for(config, str(folder))
     check_weight_files(folder)
