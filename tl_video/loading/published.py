@@ -35,7 +35,9 @@ class PublishedFormat:
 
 def published_formats() -> tuple[PublishedFormat, ...]:
     """Every registered format, imported lazily (each module pulls its own transformers classes)."""
-    return ()
+    from tl_video.loading.published_videollama3 import PUBLISHED_VIDEOLLAMA3
+
+    return (PUBLISHED_VIDEOLLAMA3,)
 
 
 def converted_checkpoint(folder: Path, config: dict[str, Any], **options: Any) -> Path:

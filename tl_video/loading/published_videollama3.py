@@ -1,0 +1,241 @@
+"""VideoLLaMA3 as published (`Videollama3Qwen2ForCausalLM`, remote code) -> transformers' `VideoLlama3ForConditionalGeneration`.
+
+The hub checkpoints `DAMO-NLP-SG/VideoLLaMA3-7B` and `-2B` ship their own modelling code (`auto_map`,
+model_type `videollama3_qwen2`): a `Qwen2ForCausalLM` whose config.json holds the Qwen2 fields at
+the top level plus `vision_encoder_config` (the SigLIP-NaViT tower), `mm_projector_type`
+(`mlp2x_gelu`), `use_token_compression` and `image_token_index` (the `<image>` token). Its weights
+(bf16, sharded with an index) are `model.embed_tokens/layers/norm.*`, `lm_head.*`,
+`model.vision_encoder.{embeddings,encoder,post_layernorm}.*` and `model.mm_projector.readout.{0,2}.*`.
+Its processor (`Videollama3Qwen2Processor` + `Videollama3ImageProcessor`, also remote code) writes
+`Time {t}s:<image>` per frame, joined by "," and closed by a newline, expands each `<image>` to the
+frame's merged tokens, and the *model* drops the near-static tokens (`use_token_compression`).
+
+transformers' native class computes the same function with other names and moves the pruning into
+the video processor. This module rewrites the folder without running any of its code: renamed
+weights (same dtype and sharding), a native config, and native tokenizer, image processor, video
+processor and chat template carrying the published settings (see `docs/families.md`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tl_video.loading.checkpoint import CheckpointError, check_weight_files, error_summary, read_json_object
+from tl_video.loading.published import PublishedFormat
+
+ARCHITECTURE = "Videollama3Qwen2ForCausalLM"
+MODEL_TYPE = "videollama3_qwen2"
+
+# Published weight prefix -> native prefix, first match wins (the training layout nests the tower once more).
+KEY_PREFIXES = (
+    ("model.vision_encoder.vision_encoder.", "model.vision_model."),
+    ("model.vision_encoder.", "model.vision_model."),
+    ("model.mm_projector.", "model.projector."),
+    ("model.", "model.language_model."),
+    ("lm_head.", "lm_head."),
+)
+
+# config.json keys that describe the multimodal wrapper or the file, not the Qwen2 language model.
+_NOT_TEXT_KEYS = {
+    "architectures", "auto_map", "model_type", "vision_encoder", "vision_encoder_config", "mm_projector_type",
+    "use_token_compression", "image_token_index", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
+    "mm_hidden_size", "tokenizer_model_max_length", "tokenizer_padding_side", "text_config", "vision_config",
+}
+_VISION_KEYS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "patch_size",
+    "hidden_act", "layer_norm_eps", "attention_dropout",
+)
+
+# The published ChatML template (no default system prompt; `stream` turns use <|stream_start|>), with the
+# video written as one placeholder the native processor expands to `Time t s:` + kept tokens per frame.
+NATIVE_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'stream' %}{% set identifier = 'stream' %}{% else %}{% set identifier = 'im' %}{% endif %}"
+    "{{ '<|' + identifier + '_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] + '<|' + identifier + '_end|>\\n' }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}"
+    "{% if 'time' in content %}{{ 'Time ' + content['time'] | round(1) | string + 's: ' }}{% endif %}"
+    "{{ '<|image_pad|>\\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<|video_pad|>\\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{{ '<|' + identifier + '_end|>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def accepts(config: dict[str, Any]) -> bool:
+    """A published VideoLLaMA3 folder: its own model_type or architecture name."""
+    return config.get("model_type") == MODEL_TYPE or ARCHITECTURE in (config.get("architectures") or [])
+
+
+def convert(source: Path, destination: Path, options: dict[str, Any]) -> None:
+    """Write the native checkpoint of the published folder `source` into the empty folder `destination`."""
+    config = read_json_object(source / "config.json")
+    vision = _vision_config(source, config)
+    _check_projector(source, config)
+    check_weight_files(source)
+    tokenizer = _tokenizer(source)
+    _write_weights(source, destination, config)
+    _write_config(destination, config, vision, tokenizer)
+    _write_processor(source, destination, config, tokenizer)
+
+
+def native_key(key: str) -> str | None:
+    """The native name of a published tensor, or None for a name the published architecture does not have."""
+    for published, native in KEY_PREFIXES:
+        if key.startswith(published):
+            return native + key[len(published) :]
+    return None
+
+
+def _vision_config(source: Path, config: dict[str, Any]) -> dict[str, Any]:
+    vision = config.get("vision_encoder_config")
+    if not isinstance(vision, dict) or not vision:
+        where = f" and names the encoder {config['vision_encoder']!r} in field vision_encoder" if config.get("vision_encoder") else ""
+        raise CheckpointError(
+            f"{source}/config.json has no vision_encoder_config{where}: the vision encoder is stored apart; "
+            "use the hub checkpoint saved with its encoder inside (vision_encoder: null, vision_encoder_config set)"
+        )
+    return {key: vision[key] for key in _VISION_KEYS if key in vision}
+
+
+def _check_projector(source: Path, config: dict[str, Any]) -> None:
+    kind = config.get("mm_projector_type", "linear")
+    match = re.fullmatch(r"mlp(\d+)x_gelu", str(kind))
+    if not match or match.group(1) != "2":
+        raise CheckpointError(
+            f"{source}/config.json: mm_projector_type {kind!r} is not supported; transformers' VideoLLaMA3 has the "
+            "published 'mlp2x_gelu' projector (Linear, GELU, Linear) only"
+        )
+
+
+def _weight_shards(source: Path) -> list[str]:
+    index = source / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json_object(index).get("weight_map") or {}
+        return sorted(set(weight_map.values()))
+    return sorted(path.name for path in source.glob("*.safetensors"))
+
+
+def _write_weights(source: Path, destination: Path, config: dict[str, Any]) -> None:
+    """Every source shard rewritten under the same file name with native keys, dtype unchanged; a new index."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    for shard in _weight_shards(source):
+        renamed = {}
+        with safe_open(source / shard, framework="pt") as handle:
+            for key in handle.keys():
+                new = native_key(key)
+                if new is None:
+                    raise CheckpointError(
+                        f"{source / shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected model.*, "
+                        "model.vision_encoder.*, model.mm_projector.*, lm_head.*); remove it or use the published files"
+                    )
+                renamed[new] = handle.get_tensor(key)
+        save_file(renamed, destination / shard, metadata={"format": "pt"})
+        weight_map.update({key: shard for key in renamed})
+        total_size += sum(tensor.numel() * tensor.element_size() for tensor in renamed.values())
+    if not any(key.startswith("model.vision_model.") for key in weight_map):
+        raise CheckpointError(
+            f"{source} holds no model.vision_encoder.* weights (config.json field vision_encoder: "
+            f"{config.get('vision_encoder')!r}); the vision encoder is stored apart: use a checkpoint that includes it"
+        )
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (destination / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _tokenizer(source: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{source}: the tokenizer could not be read ({error_summary(error)}); copy tokenizer.json and "
+            "tokenizer_config.json of the published checkpoint into the folder"
+        ) from error
+    for token in ("<|image_pad|>", "<|video_pad|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise CheckpointError(
+                f"{source}/tokenizer.json has no {token} token (the Qwen2.5 vision placeholder the native processor "
+                "writes); use the published tokenizer files"
+            )
+    return tokenizer
+
+
+def _write_config(destination: Path, config: dict[str, Any], vision: dict[str, Any], tokenizer: Any) -> None:
+    from transformers import VideoLlama3Config
+
+    text = {key: value for key, value in config.items() if key not in _NOT_TEXT_KEYS}
+    native = VideoLlama3Config(
+        text_config={**text, "model_type": "qwen2"},
+        vision_config=vision,
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+    )
+    native.architectures = ["VideoLlama3ForConditionalGeneration"]
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    if dtype:
+        native.dtype = dtype
+    native.save_pretrained(destination)
+
+
+def _write_processor(source: Path, destination: Path, config: dict[str, Any], tokenizer: Any) -> None:
+    """Native image/video processors with the published resize budget, normalisation and merge sizes."""
+    from transformers import VideoLlama3ImageProcessor, VideoLlama3Processor, VideoLlama3VideoProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    path = source / "preprocessor_config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{source} has no preprocessor_config.json (the published Videollama3ImageProcessor settings: patch_size, "
+            "min_tokens, max_tokens, image_mean, image_std); copy it from the published checkpoint"
+        )
+    published = read_json_object(path)
+    processor_path = source / "processor_config.json"
+    extra = read_json_object(processor_path) if processor_path.is_file() else {}
+    patch = int(published.get("patch_size", 14))
+    min_tokens, max_tokens = int(published.get("min_tokens", 16)), int(published.get("max_tokens", 16384))
+    common = {
+        "patch_size": patch,
+        "do_resize": published.get("do_resize", True),
+        "resample": published.get("resample", 3),
+        "do_rescale": published.get("do_rescale", True),
+        "rescale_factor": published.get("rescale_factor", 1 / 255),
+        "do_normalize": published.get("do_normalize", True),
+        "image_mean": published.get("image_mean") or list(OPENAI_CLIP_MEAN),
+        "image_std": published.get("image_std") or list(OPENAI_CLIP_STD),
+        "do_convert_rgb": published.get("do_convert_rgb", True),
+    }
+
+    def budget(merge: int) -> dict[str, int]:  # the published processor counts tokens of (patch * merge)^2 pixels
+        return {"shortest_edge": min_tokens * (patch * merge) ** 2, "longest_edge": max_tokens * (patch * merge) ** 2}
+
+    image_merge, video_merge = int(extra.get("image_merge_size", 1)), int(extra.get("video_merge_size", 2))
+    processor = VideoLlama3Processor(
+        image_processor=VideoLlama3ImageProcessor(size=budget(image_merge), merge_size=image_merge, **common),
+        tokenizer=tokenizer,
+        video_processor=VideoLlama3VideoProcessor(
+            size=budget(video_merge),
+            merge_size=video_merge,
+            use_token_compression=bool(config.get("use_token_compression", True)),
+            max_frames=int(extra.get("max_frames", 180)),
+            **common,
+        ),
+        chat_template=NATIVE_CHAT_TEMPLATE,
+    )
+    tokenizer.chat_template = None  # the published template iterates frames the native processor expands itself
+    processor.save_pretrained(destination)
+
+
+PUBLISHED_VIDEOLLAMA3 = PublishedFormat(name="videollama3_qwen2", accepts=accepts, convert=convert, version=1)
