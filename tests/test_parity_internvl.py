@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from tests.conftest import random_video
-from tests.parity import load_pair, prepare_with_reference
-from tests.oracles import assert_half_precision_close, max_diff, reference_model
-from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
+from tests.oracles import max_diff, reference_model
+from tests.parity import (
+    assert_greedy_matches_hf, assert_half_precision_matches_hf, assert_matches_hf, load_pair, prepare_with_reference,
+)
+from tests.tolerances import EXACT
 from tl_video.frontend.internvl import pixel_shuffle
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_internvl
@@ -36,20 +38,7 @@ def checkpoints(tmp_path_factory) -> dict[str, object]:
 def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
     prepared, processed = prepare_with_reference(model, processor, random_video(1))
-    with torch.no_grad():
-        reference = hf(**processed, output_hidden_states=True, output_attentions=True)
-        logits, cache = model.run_with_cache(
-            prepared.tokens, names_filter=lambda name: name.endswith(("hook_resid_pre", "hook_pattern", "hook_resid_post"))
-        )
-
-    assert max_diff(logits, reference.logits) <= LOGITS_FP32, f"{variant}: logits differ by {max_diff(logits, reference.logits):.2e}"
-    for layer in range(model.cfg.n_layers):
-        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], reference.hidden_states[layer])
-        assert diff <= RESIDUAL_FP32, f"{variant}: resid_pre of layer {layer} differs by {diff:.2e}"
-        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
-        assert diff <= PATTERN_FP32, f"{variant}: pattern of layer {layer} differs by {diff:.2e}"
-    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
-    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+    assert_matches_hf(model, hf, prepared, processed, where=f"internvl {variant}")
 
 
 @pytest.mark.parametrize("variant", ["qwen2", "qwen2_tied_layer_-2"])
@@ -80,11 +69,7 @@ def test_pixel_shuffle_matches_hf(checkpoints):
 @pytest.mark.parametrize("variant", ["qwen2", "qwen3_bias"])
 def test_greedy_generation_matches_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
-    prepared, processed = prepare_with_reference(model, processor, random_video(4))
-    with torch.no_grad():
-        expected = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
-    assert ours[0, prepared.tokens.shape[1]:].tolist() == expected[0, processed["input_ids"].shape[1]:].tolist()
+    assert_greedy_matches_hf(model, hf, *prepare_with_reference(model, processor, random_video(4)))
 
 
 def test_layout_matches_an_independent_reconstruction(checkpoints):
@@ -123,13 +108,5 @@ def test_layout_matches_an_independent_reconstruction(checkpoints):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_is_as_close_to_hf_float32_as_hf_itself(checkpoints, dtype):
-    """Against HF in float32 (tests/tolerances.py says why not HF in the same dtype), on two videos."""
-    model, hf_half, processor = load_pair(checkpoints["qwen2"], dtype)
-    hf_fp32 = reference_model(checkpoints["qwen2"])
-    for seed in (6, 7):
-        prepared, processed = prepare_with_reference(model, processor, random_video(seed))
-        with torch.no_grad():
-            ours = model(prepared.tokens)
-            half, exact = hf_half(**processed).logits, hf_fp32(**processed).logits
-        assert ours.dtype == dtype
-        assert_half_precision_close(ours, half, exact, where=f"video seed {seed}")
+    videos = {f"video seed {seed}": random_video(seed) for seed in (6, 7)}
+    assert_half_precision_matches_hf(checkpoints["qwen2"], dtype, videos)
