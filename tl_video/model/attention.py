@@ -4,7 +4,10 @@ Weights use TransformerLens's layout (`W_Q [head_index d_model d_head]`, `W_O [h
 d_model]`). The additive mask (0 = open, finfo.min = blocked) arrives built once per forward and
 passes through `hook_attn_mask`, so a knockout edits the mask, not the scores. Scores and pattern
 are materialised only when a hook reads them (or `attn_implementation="eager"`); otherwise the
-fused SDPA kernel runs on the very same mask.
+fused SDPA kernel runs on the very same mask. When the forward passes a `CausalMask` (nothing
+padded, no cached prefix) and no hook is registered on `hook_attn_mask`, the fused kernel runs its
+causal fast path (`is_causal=True`) and no mask tensor is built; a hook on `hook_attn_mask` (a
+knockout, or `run_with_cache`) or eager attention gets the built tensor, as before.
 
 A query whose every key is blocked (each entry of its mask row <= finfo.min, read after
 `hook_attn_mask`) attends to nothing: its pattern row is all zeros and its z is zero, so the
@@ -24,6 +27,7 @@ from transformer_lens.hook_points import HookPoint
 
 from tl_video.model.config import VideoTransformerConfig
 from tl_video.model.kv_cache import LayerKeyValues
+from tl_video.model.masks import CausalMask
 from tl_video.model.rms_norm import RMSNorm
 from tl_video.model.rotary import apply_rotary
 
@@ -84,7 +88,7 @@ class Attention(nn.Module):
         value_input: AttnInput,
         cos: Float[torch.Tensor, "batch pos d_head"],
         sin: Float[torch.Tensor, "batch pos d_head"],
-        mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+        mask: Float[torch.Tensor, "batch 1 query_pos key_pos"] | CausalMask,
         past: LayerKeyValues | None = None,
     ) -> tuple[Float[torch.Tensor, "batch pos d_model"], LayerKeyValues]:
         q = self.hook_q(_project(query_input, self.W_Q, self.b_Q))
@@ -95,8 +99,12 @@ class Attention(nn.Module):
         q = self.hook_rot_q(apply_rotary(q, cos, sin))
         k = self.hook_rot_k(apply_rotary(k, cos, sin))
         present = LayerKeyValues(k, v) if past is None else past.extended(k, v)
-        mask = self.hook_attn_mask(mask)
-        z = self.hook_z(self._attend(q, present.keys, present.values, mask, fully_blocked_queries(mask)))
+        if self.causal_fast_path(mask, past):
+            z = self._attend_causal(q, present.keys, present.values)
+        else:
+            mask = self.hook_attn_mask(mask.tensor() if isinstance(mask, CausalMask) else mask)
+            z = self._attend(q, present.keys, present.values, mask, fully_blocked_queries(mask))
+        z = self.hook_z(z)
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
             out = result.sum(dim=2) + self.b_O
@@ -109,6 +117,27 @@ class Attention(nn.Module):
         if self.cfg.attn_implementation != "auto":
             return self.cfg.attn_implementation == "eager"
         return self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks()
+
+    def causal_fast_path(self, mask: torch.Tensor | CausalMask, past: LayerKeyValues | None) -> bool:
+        """Whether the fused causal kernel may run without a mask tensor: the mask is the plain
+        causal one, nothing can edit or read it (no hook on `hook_attn_mask`), and no pattern is needed."""
+        if not isinstance(mask, CausalMask) or (past is not None and past.length > 0):
+            return False
+        hook = self.hook_attn_mask
+        return not (hook._forward_hooks or hook._forward_pre_hooks or hook.has_hooks()) and not self.needs_pattern()
+
+    def _attend_causal(
+        self,
+        q: Float[torch.Tensor, "batch query_pos head_index d_head"],
+        k: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
+        v: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
+    ) -> Float[torch.Tensor, "batch query_pos head_index d_head"]:
+        """Fused causal attention with no mask tensor (every query sees itself: no fully blocked row)."""
+        z = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            is_causal=True, scale=self.scale, enable_gqa=self.cfg.n_query_groups > 1,
+        )
+        return z.transpose(1, 2)
 
     def _attend(
         self,
@@ -138,8 +167,10 @@ class Attention(nn.Module):
 def fully_blocked_queries(
     mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
 ) -> Bool[torch.Tensor, "batch 1 query_pos 1"]:
-    """Query rows whose every key is blocked (entry <= finfo.min, or -inf) in the additive mask."""
-    return (mask <= torch.finfo(mask.dtype).min).all(dim=-1, keepdim=True)
+    """Query rows whose every key is blocked (entry <= finfo.min, or -inf) in the additive mask.
+
+    One max-reduction over the row (no [query, key] boolean temporary)."""
+    return mask.amax(dim=-1, keepdim=True) <= torch.finfo(mask.dtype).min
 
 
 def _project(

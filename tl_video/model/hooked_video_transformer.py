@@ -23,7 +23,7 @@ from tl_video.model.block import TransformerBlock
 from tl_video.model.config import VideoTransformerConfig, resolve_device
 from tl_video.model.embed import Embed, Unembed
 from tl_video.model.kv_cache import KeyValueCache
-from tl_video.model.masks import causal_mask
+from tl_video.model.masks import forward_mask
 from tl_video.model.positions import sequential_position_ids
 from tl_video.model.rms_norm import RMSNorm
 from tl_video.model.rotary import RotaryEmbedding
@@ -137,7 +137,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         cos, sin = self.rotary(position_ids.to(residual.device), residual.dtype)
         query_index = torch.arange(past_length, past_length + length, device=residual.device)
         key_index = torch.arange(past_length + length, device=residual.device)
-        mask = causal_mask(query_index, key_index, key_padding, batch, residual.dtype)
+        mask = forward_mask(query_index, key_index, key_padding, batch, residual.dtype)
 
         injections = self.video_injections(tokens, start)
         for layer in range(start, stop):
