@@ -99,7 +99,9 @@ def run_patching(
 def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], options: PatchingOptions) -> dict[str, Any]:
     """One example under one corruption: letters, clean/corrupted metric, and the [layer][frame] patch table."""
     clean = scored.prepared
-    corrupted = prepare_for_study(model, scored.example, options, video=corruption_from_json(spec)(clean.frames))
+    corrupted = prepare_for_study(
+        model, scored.example, options, video=corruption_from_json(spec)(clean.frames), timing=clean.timing
+    )
     clean.layout.check_same_as(corrupted.layout)
     corrupted_logits = model(corrupted.tokens)[0, -1]
     clean_letter = scored.true_letter

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import nn
+
+if TYPE_CHECKING:
+    from tl_video.video.timing import VideoTiming
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,22 @@ class VideoFrontEnd(nn.Module):
 
     family: ClassVar[str]
     frame_unit: ClassVar[str] = "frame"
+    # Families whose inputs depend on when frames were taken (M-RoPE time, timestamp text) set the
+    # frame rate their HF processor assumes without `video_metadata`; None: timing is not used.
+    default_fps: ClassVar[float | None] = None
 
     video_token_id: int  # the placeholder id the processor expands, one per video token
     video_placeholder: str  # the placeholder text a prompt may contain, e.g. "<video>"
 
-    def process(self, processor: Any, text: str, frames: Any) -> dict[str, Any]:
+    def process(self, processor: Any, text: str, frames: Any, timing: "VideoTiming | None" = None) -> dict[str, Any]:
         """Run the checkpoint's processor on one prompt and video (`[T, H, W, 3]` uint8 frames).
 
+        `timing` (only passed to families with a `default_fps`) reaches the processor as HF's
+        `video_metadata`, with `do_sample_frames=False`: the frames given are the frames encoded.
         Override only where the processor's output needs adjusting, e.g. a placeholder count the
         processor gets wrong for this family (PLLaVA).
         """
-        return processor(text=text, videos=[frames], return_tensors="pt")
+        return processor(text=text, videos=[frames], return_tensors="pt", **timing_kwargs(timing))
 
     def video_inputs(self, processed: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The processor outputs `encode` needs (e.g. pixel_values_videos, video_grid_thw)."""
@@ -46,3 +54,10 @@ class VideoFrontEnd(nn.Module):
 
     def encode(self, **video_inputs: torch.Tensor) -> VideoFeatures:
         raise NotImplementedError
+
+
+def timing_kwargs(timing: "VideoTiming | None") -> dict[str, Any]:
+    """Processor kwargs carrying `timing` (a fresh `VideoMetadata`, frames kept as given); {} for None."""
+    if timing is None:
+        return {}
+    return {"video_metadata": [timing.video_metadata()], "do_sample_frames": False}

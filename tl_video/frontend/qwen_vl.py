@@ -11,14 +11,17 @@ DeepStack features as extras `"deepstack"` [n_tokens, levels, d_model].
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import nn
 
-from tl_video.frontend.base import VideoFeatures, VideoFrontEnd
+from tl_video.frontend.base import VideoFeatures, VideoFrontEnd, timing_kwargs
 from tl_video.model.mrope_positions import MROPE_OFFSETS
+
+if TYPE_CHECKING:
+    from tl_video.video.timing import VideoTiming
 
 TUBELET = "tubelet (2 frames)"
 
@@ -37,11 +40,13 @@ class Qwen2_5_VLFrontEnd(VideoFrontEnd):
     """Windowed ViT + `Qwen2_5_VLPatchMerger`; M-RoPE time is scaled by the clip's frame rate.
 
     The t offset of a token in tubelet i is `floor(i * second_per_grid_ts * tokens_per_second)`
-    (the processor's `second_per_grid_ts = 2 / fps`, 2/24 when no `video_metadata` is given).
+    (the processor's `second_per_grid_ts = 2 / sampled fps` from the `VideoTiming` that `prepare`
+    passes as `video_metadata`; 2/24 when no fps is known, `default_fps`).
     """
 
     family = "qwen2_5_vl"
     frame_unit = TUBELET
+    default_fps = 24.0  # Qwen2_5_VLProcessor: `VideoMetadata.sampled_fps` of metadata without fps
 
     def __init__(
         self, visual: nn.Module, tokens_per_second: float, video_token_id: int, video_placeholder: str
@@ -82,13 +87,16 @@ class Qwen2_5_VLFrontEnd(VideoFrontEnd):
 class Qwen3VLFrontEnd(VideoFrontEnd):
     """ViT with a learned, resampled position table + merger, plus DeepStack features.
 
-    Every tubelet is its own M-RoPE block (t offset 0) between `<t seconds>` timestamp text;
-    DeepStack feature set l (from vision layer `deepstack_visual_indexes[l]`) is added to the video
-    rows of the residual stream after LM layer l.
+    Every tubelet is its own M-RoPE block (t offset 0) between `<t seconds>` timestamp text (the
+    mean of its two frames' `index / fps`, written by the processor from the `VideoTiming` that
+    `prepare` passes; 24 fps when no fps is known, `default_fps`); DeepStack feature set l (from
+    vision layer `deepstack_visual_indexes[l]`) is added to the video rows of the residual stream
+    after LM layer l.
     """
 
     family = "qwen3_vl"
     frame_unit = TUBELET
+    default_fps = 24.0  # Qwen3VLProcessor.replace_video_token without `video_metadata`
 
     def __init__(self, visual: nn.Module, video_token_id: int, video_placeholder: str):
         super().__init__()
@@ -97,9 +105,10 @@ class Qwen3VLFrontEnd(VideoFrontEnd):
         self.video_token_id = video_token_id
         self.video_placeholder = video_placeholder
 
-    def process(self, processor: Any, text: str, frames: Any) -> dict[str, Any]:
+    def process(self, processor: Any, text: str, frames: Any, timing: "VideoTiming | None" = None) -> dict[str, Any]:
         # Qwen3VLVideoProcessor samples 2 fps of an assumed 24 fps clip by default: keep every frame.
-        return processor(text=text, videos=[frames], return_tensors="pt", do_sample_frames=False)
+        kwargs = timing_kwargs(timing) or {"do_sample_frames": False}
+        return processor(text=text, videos=[frames], return_tensors="pt", **kwargs)
 
     def video_inputs(self, processed: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"pixel_values_videos": processed["pixel_values_videos"], "video_grid_thw": processed["video_grid_thw"]}

@@ -29,6 +29,9 @@ from tl_video.frontend.base import VideoFeatures, VideoFrontEnd
 
 class VideoLlama3FrontEnd(VideoFrontEnd):
     family = "videollama3"
+    # The processor writes `Time {index / fps:.1f}s:` from the `VideoTiming` that `prepare` passes
+    # as `video_metadata`; without one it assumes 1 fps (VideoLlama3Processor.replace_video_token).
+    default_fps = 1.0
     # The processor writes "Time t s:" before each frame's tokens and "," between frames; each
     # belongs to the group of the frame that follows it (as in the reference analyses), so a
     # cross-frame knockout leaves no text path between frames.

@@ -15,6 +15,8 @@ from tl_video.prompts.prepared import PreparedInput
 from tl_video.prompts.paper import check_prompt_style, paper_multiple_choice_prompt, render_paper_prompt
 from tl_video.prompts.prompt_text import MC_ANSWER_PREFIX, PromptText, multiple_choice_prompt, plain_prompt
 from tl_video.prompts.render import render_prompt
+from tl_video.video.decode import DecodedVideo
+from tl_video.video.timing import VideoTiming, resolve_timing
 
 if TYPE_CHECKING:
     from tl_video.model.hooked_video_transformer import HookedVideoTransformer
@@ -39,11 +41,19 @@ def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
 
     Arrays come back C-contiguous (a reversed view `frames[::-1]` is copied), as uint8 [T, H, W, 3].
     """
+    return load_video(video, num_frames)[0]
+
+
+def load_video(video: Any, num_frames: int | None) -> tuple[np.ndarray, VideoTiming | None]:
+    """`load_frames`, plus the timing a decoded file (or a `DecodedVideo`) carries; None for an array."""
     num_frames = check_num_frames(num_frames)
+    timing = None
     if isinstance(video, (str, Path)) or hasattr(video, "read"):
         from tl_video.video import read_video
 
-        frames = read_video(video, num_frames=DEFAULT_NUM_FRAMES if num_frames is None else num_frames).frames
+        video = read_video(video, num_frames=DEFAULT_NUM_FRAMES if num_frames is None else num_frames)
+    if isinstance(video, DecodedVideo):
+        frames, timing = video.frames, video.timing
     else:
         frames = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -66,7 +76,7 @@ def load_frames(video: Any, num_frames: int | None) -> np.ndarray:
         )
     if num_frames is not None and frames.shape[0] != num_frames:
         raise ValueError(f"expected {num_frames} frames (num_frames=), got {frames.shape[0]}")
-    return np.ascontiguousarray(frames)
+    return np.ascontiguousarray(frames), timing
 
 
 def prepare_input(
@@ -79,8 +89,20 @@ def prepare_input(
     answer_prefix: str = "",
     use_chat_template: bool = True,
     prompt_style: str = "chat",
+    fps: float | None = None,
+    frame_indices: Any = None,
+    timing: VideoTiming | None = None,
 ) -> PreparedInput:
     """Prepare one (video, prompt) pair for `model`; the video's tokens are added to its bank.
+
+    Timing (when the frames were taken) reaches the families that use it: Qwen2.5-VL's M-RoPE time
+    axis, Qwen3-VL's and VideoLLaMA3's per-frame timestamps. A video file (or a `DecodedVideo`)
+    carries its own (source fps, sampled indices). A frame array takes `fps=` (the source video's
+    frame rate) and optionally `frame_indices=` (each frame's source index; default 0..T-1), or
+    `timing=` (e.g. `clean.timing` for a corrupted copy of the clean frames). Without any, a
+    timestamped family gets its HF processor's default (`frontend.default_fps`: 24 for Qwen, 1 for
+    VideoLLaMA3; consecutive frames), recorded as `PreparedInput.timing.source == "assumed"`.
+    Families without timing (LLaVA-*, InternVL, PLLaVA) only record it.
 
     A `PromptText` (e.g. from `multiple_choice_prompt`) carries named spans that become layout
     segments (question, option[X], ...); a plain string is its own `question` segment;
@@ -99,7 +121,11 @@ def prepare_input(
     prompt.check_no_placeholder(frontend.video_placeholder)
     if not isinstance(answer_prefix, str):
         raise TypeError(f"answer_prefix must be a string (e.g. 'Best option:('), got {type(answer_prefix).__name__}")
-    frames = load_frames(video, num_frames)
+    frames, decoded_timing = load_video(video, num_frames)
+    timing = resolve_timing(
+        len(frames), decoded=decoded_timing, fps=fps, frame_indices=frame_indices, timing=timing,
+        default_fps=frontend.default_fps,
+    )
     if prompt_style == "paper":
         text, system = render_paper_prompt(
             processor, prompt, frontend.family, frontend.video_placeholder, system=system, answer_prefix=answer_prefix
@@ -110,7 +136,10 @@ def prepare_input(
             system=system, answer_prefix=answer_prefix, use_chat_template=use_chat_template,
         )
     char_spans = _character_spans(text, prompt, system, answer_prefix)
-    processed = frontend.process(processor, text, frames)
+    if frontend.default_fps is not None and timing is not None and not timing.assumed:
+        processed = frontend.process(processor, text, frames, timing=timing)
+    else:  # the processor's own default is exactly the assumed timing recorded below
+        processed = frontend.process(processor, text, frames)
     input_ids = processed["input_ids"][0]
     video_inputs = frontend.video_inputs(processed)
     features = frontend.encode(**{k: v.to(model.cfg.device) for k, v in video_inputs.items()})
@@ -139,15 +168,17 @@ def prepare_input(
         inserted_text=getattr(frontend, "inserted_text", None),  # e.g. VideoLLaMA3's timestamps join their frame
     )
     return PreparedInput(
-        tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames, prompt_style=prompt_style
+        tokens=tokens[None].to(model.cfg.device), layout=layout, text=text, frames=frames, prompt_style=prompt_style,
+        timing=timing,
     )
 
 
 def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any) -> PreparedInput:
     """Prepare a `VideoQAExample`: multiple choice with the paper's prompt and "Best option:(".
 
-    The video is decoded from `example.video` over [start, end] unless `video=` frames are given
-    (e.g. a corrupted copy). Open-ended examples use the question as the prompt.
+    The video is decoded from `example.video` over [start, end], with its timing, unless `video=`
+    frames are given (e.g. a corrupted copy: pass `timing=clean.timing` too, so a timestamped
+    family sees the same times). Open-ended examples use the question as the prompt.
     `prompt_style="paper"` writes the reference code's literal text for the model's family
     (its instruction, spacing and answer prefix; none for VideoLLaMA3).
     """
@@ -156,10 +187,10 @@ def prepare_example(model: "HookedVideoTransformer", example: Any, **kwargs: Any
     if video is None:
         from tl_video.video import read_video
 
-        video = read_video(
+        video = read_video(  # the DecodedVideo: its timing goes with the frames
             example.video, num_frames=check_num_frames(kwargs.pop("num_frames", None)) or DEFAULT_NUM_FRAMES,
             start=example.start, end=example.end,
-        ).frames
+        )
     if example.is_multiple_choice and prompt_style == "paper":
         prompt, answer_prefix = paper_multiple_choice_prompt(
             model.frontend.family, example.question, example.options, example.answer_index

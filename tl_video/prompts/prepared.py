@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Int, UInt8
 
 from tl_video.prompts.layout import TokenLayout
+from tl_video.video.timing import VideoTiming
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,13 @@ class PreparedInput:
     text: str  # the rendered prompt, with one placeholder standing for the video
     frames: UInt8[np.ndarray, "frames height width 3"]  # the frames that were encoded
     prompt_style: str = "chat"  # "chat" (the checkpoint's chat template) or "paper" (the reference's literal text)
+    # When the frames were taken (source fps, frame indices; `.source == "assumed"`: the processor's
+    # default, no fps was known); None for a frame array given to a family that uses no timing.
+    timing: VideoTiming | None = None
 
     def __repr__(self) -> str:
         return (
             f"PreparedInput(tokens={tuple(self.tokens.shape)}, prompt_style={self.prompt_style!r}, text={self.text!r})"
-            f"\n{self.layout!r}"
+            + (f"\ntiming: {self.timing}" if self.timing is not None else "")
+            + f"\n{self.layout!r}"
         )

@@ -46,6 +46,7 @@ from tl_video.video.sampling import (
     resolve_window,
     segment_midpoint_indices,
 )
+from tl_video.video.timing import VideoTiming
 from tl_video.video.writer import default_codec, write_video
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "num_frames_at_fps",
     "resolve_window",
     "check_frames",
+    "VideoTiming",
     # writing
     "write_video",
     "default_codec",

@@ -43,6 +43,7 @@ from tl_video.video.errors import (
     VideoNotFoundError,
     VideoTooShortError,
 )
+from tl_video.video.timing import VideoTiming, timing_of_decoded
 from tl_video.video.sampling import (
     mvbench_segment_indices,
     num_frames_at_fps,
@@ -88,6 +89,11 @@ class DecodedVideo:
     def num_frames(self) -> int:
         """T, the number of sampled frames."""
         return int(self.frames.shape[0])
+
+    @property
+    def timing(self) -> VideoTiming:
+        """When the frames were taken (source fps, indices, window), as timestamped front ends need it."""
+        return timing_of_decoded(self)
 
     @property
     def num_distinct_frames(self) -> int:
