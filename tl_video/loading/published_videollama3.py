@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ def convert(source: Path, destination: Path, options: dict[str, Any]) -> None:
     _write_weights(source, destination, config)
     _write_config(destination, config, vision, tokenizer)
     _write_processor(source, destination, config, tokenizer)
+    if (source / "generation_config.json").is_file():
+        shutil.copyfile(source / "generation_config.json", destination / "generation_config.json")
 
 
 def native_key(key: str) -> str | None:
@@ -153,10 +156,10 @@ def _write_weights(source: Path, destination: Path, config: dict[str, Any]) -> N
 
 
 def _tokenizer(source: Path) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, Qwen2Config
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    try:  # config.json's model_type is not a transformers one: the tokenizer class falls back to Qwen2's
+        tokenizer = AutoTokenizer.from_pretrained(source, config=Qwen2Config(), trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(
             f"{source}: the tokenizer could not be read ({error_summary(error)}); copy tokenizer.json and "
@@ -175,7 +178,8 @@ def _tokenizer(source: Path) -> Any:
 def _write_config(destination: Path, config: dict[str, Any], vision: dict[str, Any], tokenizer: Any) -> None:
     from transformers import VideoLlama3Config
 
-    text = {key: value for key, value in config.items() if key not in _NOT_TEXT_KEYS}
+    text = {key: value for key, value in config.items() if key not in _NOT_TEXT_KEYS | {"rope_theta", "rope_scaling"}}
+    text["rope_parameters"] = _rope_parameters(config)
     native = VideoLlama3Config(
         text_config={**text, "model_type": "qwen2"},
         vision_config=vision,
@@ -188,6 +192,13 @@ def _write_config(destination: Path, config: dict[str, Any], vision: dict[str, A
     if dtype:
         native.dtype = dtype
     native.save_pretrained(destination)
+
+
+def _rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The 4.x `rope_theta` + `rope_scaling` pair as one 5.x `rope_parameters` dict."""
+    scaling = dict(config.get("rope_scaling") or {})
+    kind = scaling.pop("rope_type", None) or scaling.pop("type", None) or "default"
+    return {**scaling, "rope_type": kind, "rope_theta": float(config.get("rope_theta", 10000.0))}
 
 
 def _write_processor(source: Path, destination: Path, config: dict[str, Any], tokenizer: Any) -> None:
