@@ -14,9 +14,8 @@ import torch
 
 import tl_video
 from tests.conftest import random_video
-from tests.parity import load_pair, prepare_with_reference
 from tests.oracles import max_diff, reference_model
-from tests.tolerances import LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
+from tests.parity import assert_greedy_matches_hf, assert_matches_hf, load_pair, prepare_with_reference
 from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_llava_onevision
@@ -39,19 +38,8 @@ def checkpoints(tmp_path_factory):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
-    prepared, inputs = prepare_with_reference(model, processor, random_video(11))
-    with torch.no_grad():
-        reference = hf(**inputs, output_hidden_states=True, output_attentions=True)
-        logits, cache = model.run_with_cache(prepared.tokens)
-
-    assert max_diff(logits, reference.logits) <= LOGITS_FP32, f"{variant}: logits differ by {max_diff(logits, reference.logits):.2e}"
-    for layer in range(model.cfg.n_layers):
-        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], reference.hidden_states[layer])
-        assert diff <= RESIDUAL_FP32, f"{variant}: resid_pre of layer {layer} differs by {diff:.2e}"
-        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
-        assert diff <= PATTERN_FP32, f"{variant}: pattern of layer {layer} differs by {diff:.2e}"
-    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
-    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+    prepared, processed = prepare_with_reference(model, processor, random_video(11))
+    assert_matches_hf(model, hf, prepared, processed, where=f"llava_onevision {variant}")
 
 
 @pytest.mark.parametrize("variant", ["plain", "even_grid"])
@@ -84,11 +72,7 @@ def test_qwen2_biases_are_configured_and_converted(checkpoints):
 @pytest.mark.parametrize("variant", ["plain", "tied"])
 def test_greedy_generation_matches_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
-    prepared, processed = prepare_with_reference(model, processor, random_video(13))
-    with torch.no_grad():
-        expected = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
-    assert ours[0, prepared.tokens.shape[1]:].tolist() == expected[0, processed["input_ids"].shape[1]:].tolist()
+    assert_greedy_matches_hf(model, hf, *prepare_with_reference(model, processor, random_video(13)))
 
 
 def test_layout_matches_an_independent_reconstruction(checkpoints):

@@ -22,12 +22,11 @@ from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
 import tl_video
 from tests.conftest import random_video
 from tests.oracles import max_diff, reference_model, reference_processor
-from tests.tolerances import LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
+from tests.parity import PROMPT, assert_greedy_matches_hf, assert_matches_hf
 from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import pllava_reference_video_features, save_tiny_pllava
 
-PROMPT = "What happens in the video?"
 # The same prompt as a PLLaVA user writes it (Vicuna-v1 conversation, video as <image>).
 PLLAVA_TEXT = f"<s>USER: <image>\n{PROMPT} ASSISTANT:"
 # name -> builder options. "default" pools the 4 frames x 4x4 grid to [4, 2, 2] (the processor's own
@@ -101,18 +100,7 @@ def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
     text = ids != hf.config.image_token_id
     assert prepared.tokens.shape[1] == ids.shape[0]
     assert torch.equal(prepared.tokens[0, text], ids[text]), "text tokens differ from the PLLaVA prompt's"
-    with torch.no_grad():
-        reference = hf(inputs_embeds=embeds, output_hidden_states=True, output_attentions=True)
-        logits, cache = model.run_with_cache(prepared.tokens)
-
-    assert max_diff(logits, reference.logits) <= LOGITS_FP32, f"{variant}: logits differ by {max_diff(logits, reference.logits):.2e}"
-    for layer in range(model.cfg.n_layers):
-        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], reference.hidden_states[layer])
-        assert diff <= RESIDUAL_FP32, f"{variant}: resid_pre of layer {layer} differs by {diff:.2e}"
-        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
-        assert diff <= PATTERN_FP32, f"{variant}: pattern of layer {layer} differs by {diff:.2e}"
-    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
-    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+    assert_matches_hf(model, hf, prepared, {"inputs_embeds": embeds}, where=f"pllava {variant}")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -133,10 +121,7 @@ def test_greedy_generation_matches_hf(checkpoints):
     frames = random_video(23)
     _, _, embeds = spliced_inputs(hf, tokenizer, frames)
     prepared = model.prepare(video=frames, prompt=PROMPT)
-    with torch.no_grad():
-        expected = hf.generate(inputs_embeds=embeds, max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
-    assert ours[0, prepared.tokens.shape[1]:].tolist() == expected[0, -8:].tolist()
+    assert_greedy_matches_hf(model, hf, prepared, {"inputs_embeds": embeds})
 
 
 @pytest.mark.parametrize("variant", ["default", "overlapping"])

@@ -27,10 +27,9 @@ from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
 from tests.conftest import random_video
 from tests.test_mrope_positions import SPLIT_TUBELETS, processor_kwargs, reference_positions, use_frame_rate
-from tests.oracles import assert_half_precision_close, assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
-from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
-
-PROMPT = "What happens in the video?"
+from tests.oracles import assert_same_prompt, hf_chat_inputs, max_diff, reference_model, reference_processor
+from tests.parity import PROMPT, assert_greedy_matches_hf, assert_half_precision_matches_hf, assert_matches_hf
+from tests.tolerances import EXACT
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
 CASES = [("qwen2_5_vl", None), ("qwen2_5_vl", 0.5), ("qwen3_vl", None), ("qwen3_vl", 0.5)]
 # (family, fps) where transformers 5.24's own positions deviate from the reference (4 s tubelets:
@@ -90,24 +89,18 @@ def test_logits_residuals_and_patterns_match_hf(pairs, monkeypatch, family, fps)
     if fps is not None:
         use_frame_rate(monkeypatch, model, fps)
     prepared, processed = prepare_with_reference(model, hf, processor, random_video(1), fps)
-    with torch.no_grad():
-        reference = hf(**processed, output_hidden_states=True, output_attentions=True)
-        logits, cache = model.run_with_cache(prepared.tokens)
-
-    diff = max_diff(logits, reference.logits)
-    assert diff <= LOGITS_FP32, f"{family} at {fps} fps: logits differ by {diff:.2e}"
     is_video = processed["input_ids"][0] == model.frontend.video_token_id
     deepstack = hf_deepstack(hf, processed)
-    for layer in range(model.cfg.n_layers):
-        expected = reference.hidden_states[layer].clone()
-        if 0 < layer <= len(deepstack):  # HF records layer l - 1's output before its DeepStack addition
-            expected[0, is_video] += deepstack[layer - 1]
-        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], expected)
-        assert diff <= RESIDUAL_FP32, f"{family}: resid_pre of layer {layer} differs by {diff:.2e}"
-        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
-        assert diff <= PATTERN_FP32, f"{family}: pattern of layer {layer} differs by {diff:.2e}"
-    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
-    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+
+    def with_deepstack(layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """HF records layer l - 1's output before its DeepStack addition."""
+        if not 0 < layer <= len(deepstack):
+            return hidden
+        expected = hidden.clone()
+        expected[0, is_video] += deepstack[layer - 1]
+        return expected
+
+    assert_matches_hf(model, hf, prepared, processed, where=f"{family} at {fps} fps", expected_resid_pre=with_deepstack)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -163,11 +156,9 @@ def test_greedy_generation_matches_hf(pairs, monkeypatch, family, fps):
         use_frame_rate(monkeypatch, model, fps)
     prepared, processed = prepare_with_reference(model, hf, processor, random_video(4), fps)
     if (family, fps) not in HF_POSITIONS_DEVIATE:
-        with torch.no_grad():
-            generated = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
-        expected = generated[0, processed["input_ids"].shape[1]:].tolist()
-    else:
-        expected = hf_greedy_with_positions(hf, processed, 8)
+        assert_greedy_matches_hf(model, hf, prepared, processed)
+        return
+    expected = hf_greedy_with_positions(hf, processed, 8)
     ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
     assert ours[0, prepared.tokens.shape[1]:].tolist() == expected
 
@@ -238,13 +229,9 @@ def test_random_videos_of_odd_length_pad_the_last_tubelet(pairs):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_half_precision_is_as_close_to_hf_float32_as_hf_itself(folders, pairs, family, dtype):
     """Video tokens, DeepStack features and positions survive a half-precision load (two videos)."""
-    model = tl_video.HookedVideoTransformer.from_pretrained(folders[family], dtype=dtype)
-    _, hf_fp32, processor = pairs[family]
-    hf_half = reference_model(folders[family], dtype)
-    for seed in (9, 10):
-        prepared, processed = prepare_with_reference(model, hf_fp32, processor, random_video(seed), None)
-        with torch.no_grad():
-            ours = model(prepared.tokens)
-            half, exact = hf_half(**processed).logits, hf_fp32(**processed).logits
-        assert ours.dtype == dtype
-        assert_half_precision_close(ours, half, exact, where=f"{family}, video seed {seed}")
+    hf_fp32 = pairs[family][1]
+    videos = {f"{family}, video seed {seed}": random_video(seed) for seed in (9, 10)}
+    assert_half_precision_matches_hf(
+        folders[family], dtype, videos,
+        prepare=lambda model, processor, frames: prepare_with_reference(model, hf_fp32, processor, frames, None),
+    )

@@ -14,9 +14,12 @@ import torch
 
 import tl_video
 from tests.conftest import random_video
-from tests.parity import PROMPT, load_pair, prepare_with_reference
-from tests.oracles import assert_half_precision_close, max_diff, reference_model
-from tests.tolerances import EXACT, LOGITS_FP32, PATTERN_FP32, RESIDUAL_FP32
+from tests.oracles import max_diff
+from tests.parity import (
+    PROMPT, assert_greedy_matches_hf, assert_half_precision_matches_hf, assert_matches_hf, load_pair,
+    prepare_with_reference,
+)
+from tests.tolerances import EXACT, LOGITS_FP32
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_videollama3
 
@@ -58,20 +61,7 @@ def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
     prepared, processed = prepare_with_reference(model, processor, partly_static(1, PRUNED_VIDEO_CHANGES))
     expected_tokens = len(PRUNED_VIDEO_KEPT) if variant == "pruning" else 4 * PER_FRAME
     assert len(prepared.layout.video_positions) == expected_tokens
-    with torch.no_grad():
-        reference = hf(**processed, output_hidden_states=True, output_attentions=True)
-        logits, cache = model.run_with_cache(
-            prepared.tokens, names_filter=lambda name: name.endswith(("hook_resid_pre", "hook_pattern", "hook_resid_post"))
-        )
-
-    assert max_diff(logits, reference.logits) <= LOGITS_FP32, f"{variant}: logits differ by {max_diff(logits, reference.logits):.2e}"
-    for layer in range(model.cfg.n_layers):
-        diff = max_diff(cache[f"blocks.{layer}.hook_resid_pre"], reference.hidden_states[layer])
-        assert diff <= RESIDUAL_FP32, f"{variant}: resid_pre of layer {layer} differs by {diff:.2e}"
-        diff = max_diff(cache[f"blocks.{layer}.attn.hook_pattern"], reference.attentions[layer])
-        assert diff <= PATTERN_FP32, f"{variant}: pattern of layer {layer} differs by {diff:.2e}"
-    final = model.ln_final(cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
-    assert max_diff(final, reference.hidden_states[-1]) <= RESIDUAL_FP32
+    assert_matches_hf(model, hf, prepared, processed, where=f"videollama3 {variant}")
 
 
 def test_video_tokens_equal_what_hf_splices_in(checkpoints):
@@ -94,11 +84,7 @@ def test_video_tokens_equal_what_hf_splices_in(checkpoints):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_greedy_generation_matches_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
-    prepared, processed = prepare_with_reference(model, processor, partly_static(3, PRUNED_VIDEO_CHANGES))
-    with torch.no_grad():
-        expected = hf.generate(**processed, max_new_tokens=8, do_sample=False, min_new_tokens=8)
-    ours = model.generate(prepared.tokens, max_new_tokens=8, stop_at_eos=False)
-    assert ours[0, prepared.tokens.shape[1]:].tolist() == expected[0, processed["input_ids"].shape[1]:].tolist()
+    assert_greedy_matches_hf(model, hf, *prepare_with_reference(model, processor, partly_static(3, PRUNED_VIDEO_CHANGES)))
 
 
 def test_layout_marks_exactly_the_kept_tokens(checkpoints):
@@ -164,13 +150,5 @@ def test_pruning_switch_keeps_every_token_and_parity(checkpoints):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_is_as_close_to_hf_float32_as_hf_itself(checkpoints, dtype):
-    """Against HF in float32 (tests/tolerances.py says why not HF in the same dtype), on two videos."""
-    model, hf_half, processor = load_pair(checkpoints["pruning"], dtype)
-    hf_fp32 = reference_model(checkpoints["pruning"])
-    for seed in (8, 9):
-        prepared, processed = prepare_with_reference(model, processor, partly_static(seed, PRUNED_VIDEO_CHANGES))
-        with torch.no_grad():
-            ours = model(prepared.tokens)
-            half, exact = hf_half(**processed).logits, hf_fp32(**processed).logits
-        assert ours.dtype == dtype
-        assert_half_precision_close(ours, half, exact, where=f"video seed {seed}")
+    videos = {f"video seed {seed}": partly_static(seed, PRUNED_VIDEO_CHANGES) for seed in (8, 9)}
+    assert_half_precision_matches_hf(checkpoints["pruning"], dtype, videos)
