@@ -13,6 +13,7 @@ published model drops them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -204,3 +205,29 @@ def test_unloadable_published_folders_are_named(tmp_path, options, message):
     folder = save_published_videollama3(tmp_path / "bad", **options)
     with pytest.raises(CheckpointError, match=message):
         tl_video.HookedVideoTransformer.from_pretrained(folder)
+
+
+def published_frame_size(height: int, width: int, frames: int, patch: int, merge: int, min_tokens: int, max_tokens: int):
+    """The published `Videollama3ImageProcessor` target size of a video's frames (`simple_batched_resize`)."""
+    factor = patch * merge
+    min_pixels, max_pixels = min_tokens * factor**2, max_tokens * factor**2 // frames
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h, w = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    if h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (200, 300), (6, 9), (36, 48)])
+def test_converted_video_processor_resizes_frames_as_published(checkpoints, shape):
+    folder = checkpoints["7b_layout"]
+    images = json.loads((folder / "preprocessor_config.json").read_text())
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    frames = random_video(3, frames=FRAMES, height=shape[0], width=shape[1])
+    grid = model.processor.video_processor(videos=[frames], return_tensors="pt")["video_grid_thw"][0].tolist()
+    patch = images["patch_size"]
+    height, width = published_frame_size(*shape, FRAMES, patch, 2, images["min_tokens"], images["max_tokens"])
+    assert grid == [FRAMES, height // patch, width // patch]

@@ -39,12 +39,14 @@ KEY_PREFIXES = (
     ("lm_head.", "lm_head."),
 )
 
-# config.json keys that describe the multimodal wrapper or the file, not the Qwen2 language model.
-_NOT_TEXT_KEYS = {
-    "architectures", "auto_map", "model_type", "vision_encoder", "vision_encoder_config", "mm_projector_type",
-    "use_token_compression", "image_token_index", "torch_dtype", "dtype", "transformers_version", "_name_or_path",
-    "mm_hidden_size", "tokenizer_model_max_length", "tokenizer_padding_side", "text_config", "vision_config",
-}
+# config.json keys of the Qwen2 language model (the rest describe the wrapper, the training run or the file);
+# `rope_theta` and `rope_scaling` become `rope_parameters`.
+_TEXT_KEYS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "head_dim", "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
+    "use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "attention_dropout", "bos_token_id",
+    "eos_token_id", "pad_token_id", "tie_word_embeddings",
+)
 _VISION_KEYS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "patch_size",
     "hidden_act", "layer_norm_eps", "attention_dropout",
@@ -178,7 +180,7 @@ def _tokenizer(source: Path) -> Any:
 def _write_config(destination: Path, config: dict[str, Any], vision: dict[str, Any], tokenizer: Any) -> None:
     from transformers import VideoLlama3Config
 
-    text = {key: value for key, value in config.items() if key not in _NOT_TEXT_KEYS | {"rope_theta", "rope_scaling"}}
+    text = {key: config[key] for key in _TEXT_KEYS if key in config}
     text["rope_parameters"] = _rope_parameters(config)
     native = VideoLlama3Config(
         text_config={**text, "model_type": "qwen2"},
