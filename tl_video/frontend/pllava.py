@@ -66,14 +66,22 @@ class PllavaFrontEnd(VideoFrontEnd):
         return math.prod(self.pooling_shape)
 
     def process(self, processor: Any, text: str, frames: np.ndarray) -> dict[str, Any]:
-        """The processor's output with the placeholder run rewritten to T' * h' * w' copies."""
-        if getattr(processor, "video_processor", None) is None:
+        """The processor's output with the placeholder run rewritten to T' * h' * w' copies.
+
+        A processor with a video processor runs on the clip; one with an image processor only (what
+        PLLaVA and LLaVA-NeXT checkpoints carry) prepares the frames the way PLLaVA does
+        (`pllava_frame_pixels`) and tokenizes the text with its tokenizer.
+        """
+        if getattr(processor, "video_processor", None) is not None:
+            processed = dict(processor(text=text, videos=[frames], return_tensors="pt"))
+        elif getattr(processor, "image_processor", None) is not None:
+            processed = dict(processor.tokenizer(text, return_tensors="pt"))
+            processed["pixel_values_videos"] = pllava_frame_pixels(processor.image_processor, frames)[None]
+        else:
             raise ValueError(
-                f"the checkpoint's processor ({type(processor).__name__}) cannot process videos; save a "
-                f"LlavaNextVideoProcessor whose video_token is {self.video_placeholder!r} with the checkpoint "
-                "(as tl_video.testing.tiny_pllava does)"
+                f"the checkpoint's processor ({type(processor).__name__}) has neither a video nor an image processor; "
+                "save the CLIP preprocessor_config.json of the checkpoint's base model beside it"
             )
-        processed = dict(processor(text=text, videos=[frames], return_tensors="pt"))
         return expand_placeholder_run(processed, self.video_token_id, self.tokens_per_video)
 
     def video_inputs(self, processed: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -130,3 +138,61 @@ def expand_placeholder_run(processed: dict[str, Any], token_id: int, count: int)
             run = value[:, first : first + 1].expand(1, count)
             expanded[key] = torch.cat([value[:, :first], run, value[:, last:]], dim=1)
     return expanded
+
+
+def pllava_frame_pixels(image_processor: Any, frames: np.ndarray) -> Float[torch.Tensor, "frames 3 crop crop"]:
+    """Frames as PLLaVA's processor prepares one video: resized alike, then CLIP-processed one by one.
+
+    PLLaVA (`PllavaProcessor.resize_crop_longshort`) first resizes every frame (bicubic, PIL) so
+    its shortest edge is its own, capped so the longest edge stays within 640 px, but at least the
+    CLIP resolution, and slices the long side to the clip's common size; then its
+    `CLIPImageProcessor` resizes the shortest edge, centre-crops and normalises each frame. The
+    size, crop, resample, rescale and mean/std are `image_processor`'s (a CLIP one, or a
+    LLaVA-NeXT one, whose AnyRes tiling PLLaVA does not use).
+    """
+    from transformers.image_transforms import get_resize_output_image_size, resize
+    from transformers.image_utils import ChannelDimension, PILImageResampling
+
+    clip = _clip_image_processor(image_processor)
+    resolution = clip.size["shortest_edge"]
+    height, width = frames.shape[1:3]
+    rate = max(height, width) / min(height, width)
+    short = max(min(min(height, width), int(min(640, max(height, width)) / rate)), resolution)
+    common_long = int(short * rate)
+    resized = []
+    for frame in frames:
+        size = get_resize_output_image_size(
+            frame, size=short, default_to_square=False, max_size=9999, input_data_format=ChannelDimension.LAST
+        )
+        image = resize(frame, size=size, resample=PILImageResampling.BICUBIC, input_data_format=ChannelDimension.LAST)
+        start = ((max(image.shape[:2]) - common_long) // 2) // 2  # PLLaVA halves the overhang twice
+        long_side = slice(start, start + common_long)
+        resized.append(image[long_side] if image.shape[0] > image.shape[1] else image[:, long_side])
+    return torch.as_tensor(clip(resized, return_tensors="pt")["pixel_values"])
+
+
+def _clip_image_processor(image_processor: Any) -> Any:
+    """A PIL CLIP image processor with `image_processor`'s resize, crop and normalisation settings."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    size = _as_dict(getattr(image_processor, "size", None))
+    if not size.get("shortest_edge"):
+        raise ValueError(
+            f"PLLaVA resizes each frame's shortest edge, but the checkpoint's {type(image_processor).__name__} has "
+            f"size {size}; its preprocessor_config.json needs a CLIP size {{'shortest_edge': N}}"
+        )
+    fields = ("do_resize", "resample", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize",
+              "image_mean", "image_std", "do_convert_rgb")
+    settings = {name: getattr(image_processor, name) for name in fields if getattr(image_processor, name, None) is not None}
+    crop = _as_dict(getattr(image_processor, "crop_size", None))
+    if crop.get("height"):
+        settings["crop_size"] = {"height": crop["height"], "width": crop["width"]}
+    return CLIPImageProcessorPil(size={"shortest_edge": size["shortest_edge"]}, **settings)
+
+
+def _as_dict(size: Any) -> dict[str, Any]:
+    """A size setting (dict or transformers' SizeDict) as a plain dict of its set entries."""
+    if size is None:
+        return {}
+    items = size.items() if hasattr(size, "items") else vars(size).items()
+    return {key: value for key, value in items if value is not None}

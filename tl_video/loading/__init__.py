@@ -34,6 +34,9 @@ def load_pretrained(
     attn_implementation: AttentionImplementation = "auto",
     keep_hf_model: bool = False,
     lora_adapter: str | Path | None = None,
+    pooling_shape: tuple[int, int, int] | None = None,
+    lora_alpha: float | None = None,
+    lora_scaling: float | None = None,
 ) -> Any:
     """Load a supported VideoLLM as `model_class` (HookedVideoTransformer).
 
@@ -41,22 +44,41 @@ def load_pretrained(
     language model is converted into our layout (sharing storage where the layout allows).
     `keep_hf_model=True` also returns the HF model as `model.hf_model` (for parity checks).
     `lora_adapter` (a PEFT LoRA folder or hub id) is merged into the language model first.
+    `pooling_shape=(T', h', w')` sets a PLLaVA checkpoint's pooling, and runs an image LLaVA-NeXT
+    checkpoint on video through PLLaVA pooling. `lora_alpha` (scaling alpha / r) or `lora_scaling`
+    scale LoRA weights stored PEFT-wrapped in the checkpoint, or the `lora_adapter`, instead of an
+    adapter_config.json (`tl_video.loading.published_pllava`).
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__} {name_or_path!r}")
+    options = _published_options(pooling_shape, lora_alpha, lora_scaling)
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
-    native = converted_checkpoint(folder, config)  # published formats: a cached native copy
+    native = converted_checkpoint(folder, config, **options)  # published formats: a cached native copy
     if native != folder:
         folder, config = native, read_config(native)
+    elif lora_adapter is None and ("lora_alpha" in options or "lora_scaling" in options):
+        raise CheckpointError(
+            f"{folder} holds no PEFT-wrapped LoRA weights; lora_alpha=/lora_scaling= scale those or a lora_adapter= "
+            "folder, so drop the argument or pass the adapter"
+        )
     check_remote_code(folder, config, trust_remote_code)
     family = family_for(config, str(folder))
+    if pooling_shape is not None and family.name != "pllava":
+        raise CheckpointError(
+            f"{folder}/config.json: pooling_shape= applies to PLLaVA-pooled LLaVA checkpoints (and image LLaVA-NeXT "
+            f"ones), not to this {family.name} checkpoint; drop the argument"
+        )
     check_weight_files(folder)
     hf_model = family.load_hf_model(folder, dtype)
+    if pooling_shape is not None:
+        hf_model.config.pooling_shape = list(options["pooling_shape"])
     if lora_adapter is not None:
-        merge_lora_adapter(family.language_model(hf_model), resolve_checkpoint(lora_adapter))
+        merge_lora_adapter(
+            family.language_model(hf_model), resolve_checkpoint(lora_adapter), lora_alpha=lora_alpha, lora_scaling=lora_scaling
+        )
     processor = load_processor(folder, trust_remote_code)
     cfg = VideoTransformerConfig(
         **family.config_fields(hf_model.config),
@@ -84,6 +106,24 @@ def load_pretrained(
     return model
 
 
+def _published_options(pooling_shape: Any, lora_alpha: Any, lora_scaling: Any) -> dict[str, Any]:
+    """The options a published-format conversion takes, checked; absent ones left out (they key the cache)."""
+    options: dict[str, Any] = {}
+    if pooling_shape is not None:
+        sizes = list(pooling_shape) if isinstance(pooling_shape, (tuple, list)) else []
+        if len(sizes) != 3 or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+            raise ValueError(f"pooling_shape must be three positive integers (T', h', w'), e.g. (8, 12, 12); got {pooling_shape!r}")
+        options["pooling_shape"] = tuple(sizes)
+    if lora_alpha is not None and lora_scaling is not None:
+        raise ValueError("pass lora_alpha= (scaling alpha / r) or lora_scaling= (the scaling itself), not both")
+    for name, value in (("lora_alpha", lora_alpha), ("lora_scaling", lora_scaling)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            options[name] = float(value)
+    return options
+
+
 # Files a processor is read from: tokenizer (one of these sets) and image/video processor configs.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json")
@@ -94,7 +134,12 @@ def load_processor(folder: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        if getattr(processor, "tokenizer", None) is None and (folder / "preprocessor_config.json").is_file():
+            # a tokenizer and an image processor of a processor class transformers does not know
+            # (PLLaVA saves `PllavaProcessor`): pair them as a LLaVA processor
+            processor = image_frames_processor(folder, processor)
+        return processor
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         present = sorted(p.name for p in folder.iterdir() if p.name in _TOKENIZER_FILES + _PROCESSOR_FILES)
         if not any(name in present for name in _TOKENIZER_FILES[:3]):
@@ -107,3 +152,18 @@ def load_processor(folder: Path, trust_remote_code: bool) -> Any:
             f"{folder}: the tokenizer/processor could not be loaded: {problem} ({error_summary(error)}); "
             "copy the tokenizer and processor files of the original checkpoint into the folder"
         ) from error
+
+
+def image_frames_processor(folder: Path, tokenizer: Any) -> Any:
+    """A `LlavaProcessor` of the folder's tokenizer and its image processor config read as CLIP's.
+
+    PLLaVA (and the study) process video frames with a `CLIPImageProcessor` built from the
+    checkpoint's preprocessor_config.json; the PIL one reproduces transformers-4.x CLIP processing.
+    """
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    image_processor = CLIPImageProcessorPil.from_pretrained(folder)
+    return LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=getattr(tokenizer, "chat_template", None)
+    )

@@ -29,13 +29,18 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from jaxtyping import Float
 from torch import nn
 
 from tl_video.loading.checkpoint import CheckpointError, check_safetensors, read_json_object
 
 # Prefixes that lead from the model PEFT wrapped to the language model (decoder) it contains.
 _LANGUAGE_MODEL_PREFIXES = ("language_model.model.", "model.language_model.", "language_model.", "model.", "")
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
+# `...lora_A.weight` as PEFT saves an adapter; `...lora_A.default.weight` (the adapter's name kept) as a
+# PEFT-wrapped model's full state dict holds it.
+_LORA_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$"
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,37 @@ class LoraConfig:
         rank = _pattern_value(self.rank_pattern, module, self.r)
         alpha = _pattern_value(self.alpha_pattern, module, self.lora_alpha)
         return rank, alpha / (math.sqrt(rank) if self.use_rslora else rank)
+
+
+@dataclass(frozen=True)
+class LoraScaling:
+    """Where the scaling of each module's B A comes from: an argument, else an adapter_config.json.
+
+    `lora_scaling` is the factor itself; `lora_alpha` gives alpha / r with r read from the module's
+    lora_A (PLLaVA's scripts pass `lora_alpha` on the command line, r 128).
+    """
+
+    config: LoraConfig | None = None
+    lora_alpha: float | None = None
+    lora_scaling: float | None = None
+
+    def scale(self, module: str, rank: int) -> float:
+        if self.lora_scaling is not None:
+            return float(self.lora_scaling)
+        if self.lora_alpha is not None:
+            return float(self.lora_alpha) / rank
+        if self.config is None:
+            raise CheckpointError(f"no LoRA scaling for {module!r}: pass lora_alpha= or lora_scaling=")
+        return self.config.scale(module)[1]
+
+
+@torch.no_grad()
+def merged_weight(
+    weight: Float[torch.Tensor, "out in"], a: Float[torch.Tensor, "r in"], b: Float[torch.Tensor, "out r"], scale: float
+) -> Float[torch.Tensor, "out in"]:
+    """W + scale * B A computed in float32, returned in W's dtype (PEFT's merge, without peft)."""
+    delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale
+    return (weight.to(torch.float32) + delta.to(weight.device)).to(weight.dtype)
 
 
 def read_lora_config(folder: Path) -> LoraConfig:
@@ -117,14 +153,17 @@ def read_lora_weights(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
     return pairs
 
 
-def merge_lora_adapter(language_model: nn.Module, folder: str | Path) -> list[str]:
+def merge_lora_adapter(
+    language_model: nn.Module, folder: str | Path, *, lora_alpha: float | None = None, lora_scaling: float | None = None
+) -> list[str]:
     """Merge the adapter in `folder` into `language_model` in place; returns the merged module names.
 
     Every module is checked (it exists in the language model, is linear, shapes and rank agree)
-    before any weight changes.
+    before any weight changes. `lora_alpha` / `lora_scaling` replace the adapter config's scaling.
     """
     folder = Path(folder)
     config = read_lora_config(folder)
+    scaling = LoraScaling(config, lora_alpha, lora_scaling)
     pairs = read_lora_weights(folder)
     modules = dict(language_model.named_modules())
     _check_target_modules(config, modules, folder)
@@ -138,7 +177,8 @@ def merge_lora_adapter(language_model: nn.Module, folder: str | Path) -> list[st
         module = modules[name]
         if not isinstance(module, nn.Linear):
             raise CheckpointError(f"LoRA target {saved!r} is a {type(module).__name__}, not a linear layer")
-        rank, scale = config.scale(saved)
+        rank = config.scale(saved)[0]
+        scale = scaling.scale(saved, rank)
         a, b = pair["A"], pair["B"]
         expected_a, expected_b = (rank, module.in_features), (module.out_features, rank)
         if tuple(a.shape) != expected_a or tuple(b.shape) != expected_b:
@@ -156,8 +196,7 @@ def merge_lora_adapter(language_model: nn.Module, folder: str | Path) -> list[st
         )
     with torch.no_grad():
         for _, module, a, b, scale in plan:
-            delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale
-            module.weight.copy_((module.weight.to(torch.float32) + delta.to(module.weight.device)).to(module.weight.dtype))
+            module.weight.copy_(merged_weight(module.weight, a, b, scale))
     return [name for name, *_ in plan]
 
 

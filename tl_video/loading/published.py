@@ -31,19 +31,25 @@ class PublishedFormat:
     # (source folder, empty destination folder, options) -> writes a complete native checkpoint there
     convert: Callable[[Path, Path, dict[str, Any]], None]
     version: int = 1  # bump when the conversion changes, so cached folders are rebuilt
+    # (config.json, folder) -> whether it is in this format, for formats told apart by their weight
+    # names too (PEFT-wrapped LoRA keys); when set it decides instead of `accepts`
+    accepts_folder: Callable[[dict[str, Any], Path], bool] | None = None
 
 
 def published_formats() -> tuple[PublishedFormat, ...]:
     """Every registered format, imported lazily (each module pulls its own transformers classes)."""
+    from tl_video.loading.published_internvl_chat import PUBLISHED_INTERNVL_CHAT
+    from tl_video.loading.published_pllava import PUBLISHED_PLLAVA
     from tl_video.loading.published_videollama3 import PUBLISHED_VIDEOLLAMA3
 
-    return (PUBLISHED_VIDEOLLAMA3,)
+    return (PUBLISHED_VIDEOLLAMA3, PUBLISHED_PLLAVA, PUBLISHED_INTERNVL_CHAT)
 
 
 def converted_checkpoint(folder: Path, config: dict[str, Any], **options: Any) -> Path:
     """`folder` itself when it is already native, else the cached native conversion of it."""
     for published in published_formats():
-        if published.accepts(config):
+        matches = published.accepts_folder(config, folder) if published.accepts_folder else published.accepts(config)
+        if matches:
             return _cached_conversion(published, folder, options)
     return folder
 
