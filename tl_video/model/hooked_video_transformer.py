@@ -84,7 +84,11 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         return load_pretrained(cls, name_or_path, **kwargs)
 
     def prepare(self, video: Any, prompt: str, **kwargs: Any) -> "PreparedInput":
-        """Turn a video (uint8 [T,H,W,3] frames or a file path) and a prompt into tokens + layout."""
+        """Turn a video (uint8 [T,H,W,3] frames or a file path) and a prompt into tokens + layout.
+
+        A file's frame rate and sampled frame indices reach the families that use timing (Qwen2.5-VL,
+        Qwen3-VL, VideoLLaMA3); for frames pass `fps=` (and `frame_indices=`), see `prepare_input`.
+        """
         from tl_video.prompts.prepare import prepare_input
 
         return prepare_input(self, video=video, prompt=prompt, **kwargs)
