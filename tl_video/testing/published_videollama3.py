@@ -46,6 +46,20 @@ PUBLISHED_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{- '<|im_start|>assistant\\n' -}}{% endif %}"
 )
 
+
+
+def published_chat_template(default_system: str | None = None) -> str:
+    """The published template; with `default_system`, a system turn is written when the conversation has none."""
+    if default_system is None:
+        return PUBLISHED_CHAT_TEMPLATE
+    head = (
+        "{% if messages[0]['role'] != 'system' %}"
+        f"{{{{- '<|im_start|>system\\n{default_system}<|im_end|>\\n' -}}}}"
+        "{% endif %}"
+    )
+    return head + PUBLISHED_CHAT_TEMPLATE
+
+
 SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
 EXTRA_TOKENS = [
     "<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
@@ -87,17 +101,20 @@ def save_published_videollama3(
     vision_encoder: str | None = None,
     with_vision_weights: bool = True,
     mm_projector_type: str = "mlp2x_gelu",
+    default_system: str | None = None,
 ) -> Path:
     """Write the tiny published-format checkpoint; returns the folder.
 
     Frames are resized to multiples of patch_size * 2 = 12 pixels (video merge size 2) within
     [min_tokens, max_tokens / T] tokens of 12 x 12 pixels each: a 36 x 48 frame is kept as is, 3 x 4
     merged tokens. `vision_encoder`/`with_vision_weights=False` write the variant whose tower is stored
-    apart (the training layout's config), which the converter refuses.
+    apart (the training layout's config), which the converter refuses. `default_system` makes the chat
+    template write that system turn when a conversation has none (as Qwen2.5's own template does).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=PUBLISHED_CHAT_TEMPLATE)
+    template = published_chat_template(default_system)
+    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
     vocab = len(tokenizer)
     vision = {
         "model_type": "videollama3_vision_encoder",
@@ -151,7 +168,7 @@ def save_published_videollama3(
     if not with_vision_weights:
         tensors = {key: value for key, value in tensors.items() if not key.startswith("model.vision_encoder.")}
     _save_shards(folder, tensors, shards)
-    _save_processor_files(folder, tokenizer, patch_size, min_tokens, max_tokens)
+    _save_processor_files(folder, tokenizer, template, patch_size, min_tokens, max_tokens)
     for name in REMOTE_CODE_FILES:  # present as on the hub; never to be executed
         (folder / name).write_text(f'raise RuntimeError("{name}: remote code of the published checkpoint was executed")\n')
     return folder
@@ -229,12 +246,12 @@ def _save_shards(folder: Path, tensors: dict[str, torch.Tensor], shards: int) ->
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _save_processor_files(folder: Path, tokenizer, patch_size: int, min_tokens: int, max_tokens: int) -> None:
+def _save_processor_files(folder: Path, tokenizer, template: str, patch_size: int, min_tokens: int, max_tokens: int) -> None:
     tokenizer.save_pretrained(folder)
     template_file = folder / "chat_template.jinja"
     template_file.unlink(missing_ok=True)  # 4.46-era checkpoints keep the template in tokenizer_config.json
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
-    tokenizer_config |= {"chat_template": PUBLISHED_CHAT_TEMPLATE, "processor_class": "Videollama3Qwen2Processor"}
+    tokenizer_config |= {"chat_template": template, "processor_class": "Videollama3Qwen2Processor"}
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     image_processor = {
         "auto_map": PROCESSOR_AUTO_MAP,

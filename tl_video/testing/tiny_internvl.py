@@ -9,8 +9,8 @@ Linear. The processor writes `Frame{i}: <img><IMG_CONTEXT>*n</img>` per frame, j
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
-import torch
 from transformers import (
     GotOcr2ImageProcessor,
     InternVLConfig,
@@ -19,8 +19,7 @@ from transformers import (
     InternVLVideoProcessor,
 )
 
-from tl_video.testing.random_init import widen_random_weights
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
 
 # The chat template of OpenGVLab/InternVL3-*-hf.
 INTERNVL_TEMPLATE = (
@@ -50,48 +49,34 @@ def save_tiny_internvl(
     folder: str | Path,
     *,
     seed: int = 0,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
     image_size: int = 64,
     patch_size: int = 8,
-    tie_word_embeddings: bool = False,
     text_model_type: str = "qwen2",
     attention_bias: bool = False,
     vision_feature_layer: int = -1,
     with_chat_template: bool = True,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny InternVL3 model + processor.
 
     With the defaults each frame is resized to 64x64, an 8x8 patch grid, pixel-shuffled to 4x4 =
     16 `<IMG_CONTEXT>` tokens; 4 frames give 64 of them (plus `Frame{i}: <img>`, `</img>`, newlines).
     `text_model_type="qwen3"` builds the InternVL3.5-style LM (per-head q/k norm; `attention_bias`
-    then puts biases on q/k/v/o); Qwen2 always has q/k/v biases and ignores `attention_bias`.
+    then puts biases on q/k/v/o; head_dim defaults to hidden / heads, and InternVL3.5-1B/4B's
+    wider heads are e.g. `head_dim=32` with 4 heads); Qwen2 always has q/k/v biases and ignores
+    `attention_bias`. `lm` sets the LM shape (`LMOptions`).
     """
-    folder = Path(folder)
-    template = INTERNVL_TEMPLATE if with_chat_template else None
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
-    text_config = {
-        "model_type": text_model_type,
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size,
-        "num_hidden_layers": num_hidden_layers,
-        "num_attention_heads": num_attention_heads,
-        "num_key_value_heads": num_key_value_heads,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "use_sliding_window": False,
-        "tie_word_embeddings": tie_word_embeddings,
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, INTERNVL_TEMPLATE, with_chat_template)
+    options = lm_options(lm)
+    family_fields = {}
     if text_model_type == "qwen3":
-        text_config.update(head_dim=hidden_size // num_attention_heads, attention_bias=attention_bias)
+        options.setdefault("head_dim", options["hidden_size"] // options["num_attention_heads"])
+        family_fields["attention_bias"] = attention_bias
+    text = text_config(
+        tokenizer, options, model_type=text_model_type,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, rms_norm_eps=1e-6,
+        use_sliding_window=False, **family_fields,
+    )
     vision_config = {
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -108,7 +93,7 @@ def save_tiny_internvl(
     }
     image_seq_length = (image_size // patch_size // 2) ** 2
     config = InternVLConfig(
-        text_config=text_config,
+        text_config=text,
         vision_config=vision_config,
         image_token_id=tokenizer.context_image_token_id,
         image_seq_length=image_seq_length,
@@ -116,12 +101,8 @@ def save_tiny_internvl(
         projector_hidden_act="gelu",
         vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy="default",
-        tie_word_embeddings=tie_word_embeddings,
+        tie_word_embeddings=options["tie_word_embeddings"],
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = InternVLForConditionalGeneration(config).eval()
-        widen_random_weights(model)
     size = {"height": image_size, "width": image_size}
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessor(
@@ -134,6 +115,4 @@ def save_tiny_internvl(
         image_seq_length=image_seq_length,
         chat_template=template,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_checkpoint(folder, InternVLForConditionalGeneration, config, processor, seed=seed)

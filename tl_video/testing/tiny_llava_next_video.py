@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-import torch
 from transformers import (
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaNextImageProcessor,
     LlavaNextVideoConfig,
     LlavaNextVideoForConditionalGeneration,
@@ -16,7 +14,8 @@ from transformers import (
     LlavaNextVideoVideoProcessor,
 )
 
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.random_init import widen_matrices
+from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
 
 # Vicuna-style template of the llava-hf LLaVA-NeXT-Video checkpoints: the video comes first.
 VICUNA_VIDEO_TEMPLATE = (
@@ -39,13 +38,8 @@ SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
 def save_tiny_llava_next_video(
     folder: str | Path,
     *,
-    num_key_value_heads: int = 4,
     attention_bias: bool = False,
     rope_parameters: dict | None = None,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    intermediate_size: int = 128,
     image_size: int = 32,
     patch_size: int = 8,
     seed: int = 0,
@@ -58,37 +52,27 @@ def save_tiny_llava_next_video(
     vision_feature_layer: int = -2,
     widen_init: bool = True,
     extra_config: dict[str, Any] | None = None,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny LLaVA-NeXT-Video model + processor.
 
     With the defaults each frame becomes (32/8)^2 = 16 CLIP patches, pooled 2x2 to 4 video tokens.
-    `tokenizer` replaces the byte-level one (it must hold the `SPECIAL_TOKENS` and `<video>`,
-    `<image>`); `widen_init=False` keeps transformers' own initialisation (std 0.02, for training);
-    `extra_config` entries are stored as extra fields of config.json (e.g. `num_frames`).
+    `lm` sets the Llama LM shape (`LMOptions`; 4 key/value heads unless given, i.e. no GQA; Llama
+    reads an explicit `head_dim`). `tokenizer` replaces the byte-level one (it must hold the
+    `SPECIAL_TOKENS` and `<video>`, `<image>`); `widen_init=False` keeps transformers' own
+    initialisation (std 0.02, for training); `extra_config` entries are stored as extra fields of
+    config.json (e.g. `num_frames`).
     """
-    folder = Path(folder)
     if tokenizer is None:
-        tokenizer = build_byte_tokenizer(
-            SPECIAL_TOKENS,
-            ["<video>", "<image>"],
-            chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
-        )
-    elif with_chat_template and not tokenizer.chat_template:
-        tokenizer.chat_template = VICUNA_VIDEO_TEMPLATE
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        attention_bias=attention_bias,
+        tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, ["<video>", "<image>"], VICUNA_VIDEO_TEMPLATE, with_chat_template)
+    else:
+        template = VICUNA_VIDEO_TEMPLATE if with_chat_template else None
+        if with_chat_template and not tokenizer.chat_template:
+            tokenizer.chat_template = VICUNA_VIDEO_TEMPLATE
+    options = lm_options(lm, num_key_value_heads=4)
+    text = text_config(
+        tokenizer, options, bos=True, model_type="llama", attention_bias=attention_bias, rms_norm_eps=1e-5,
         rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     vision_config = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
@@ -101,24 +85,16 @@ def save_tiny_llava_next_video(
     )
     config = LlavaNextVideoConfig(
         vision_config=vision_config,
-        text_config=text_config,
+        text_config=text,
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=[[image_size, image_size]],
         video_seq_length=(image_size // patch_size) ** 2 // 4,
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=options["tie_word_embeddings"],
         **(extra_config or {}),
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlavaNextVideoForConditionalGeneration(config).eval()
-        # Random init draws small weights; widen them so logits are O(1) and differences show.
-        for name, parameter in model.named_parameters() if widen_init else ():
-            if parameter.ndim >= 2 and "embed" not in name:
-                parameter.data.normal_(0.0, 1.0 / parameter.shape[-1] ** 0.5)
-            elif "norm" in name and parameter.ndim == 1 and name.endswith("weight"):
-                parameter.data.uniform_(0.5, 1.5)
     crop = {"height": image_size, "width": image_size}
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),
@@ -126,10 +102,9 @@ def save_tiny_llava_next_video(
             size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]]
         ),
         tokenizer=tokenizer,
-        chat_template=VICUNA_VIDEO_TEMPLATE if with_chat_template else None,
+        chat_template=template,
         patch_size=patch_size,
         vision_feature_select_strategy="default",
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    init = widen_matrices if widen_init else None
+    return save_checkpoint(folder, LlavaNextVideoForConditionalGeneration, config, processor, seed=seed, init=init)

@@ -8,20 +8,18 @@ frame's grid to ceil(g/2) x ceil(g/2)) and one `image_newline` row after the who
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Unpack
 
-import torch
 from transformers import (
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionImageProcessor,
     LlavaOnevisionProcessor,
     LlavaOnevisionVideoProcessor,
-    Qwen2Config,
     SiglipVisionConfig,
 )
 
-from tl_video.testing.random_init import widen_random_weights
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
 
 # The chat template of llava-hf/llava-onevision-qwen2-7b-ov-hf: images, then videos, then text.
 ONEVISION_TEMPLATE = (
@@ -42,40 +40,25 @@ def save_tiny_llava_onevision(
     folder: str | Path,
     *,
     seed: int = 0,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
     image_size: int = 30,
     patch_size: int = 6,
-    tie_word_embeddings: bool = False,
     with_chat_template: bool = True,
+    text_fields: dict[str, Any] | None = None,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny LLaVA-OneVision model + processor.
 
     With the defaults each frame is a 5x5 SigLIP grid, bilinearly resized to 3x3 = 9 video tokens
     (an odd grid on purpose, so `ceil` and the interpolation weights matter); 4 frames give
-    4 * 9 + 1 (newline) = 37 `<video>` tokens.
+    4 * 9 + 1 (newline) = 37 `<video>` tokens. `lm` sets the Qwen2 LM shape (`LMOptions`; Qwen2
+    reads an explicit `head_dim`); `text_fields` are further Qwen2 config fields as released
+    checkpoints write them (e.g. an unused `sliding_window` with `use_sliding_window: false`).
     """
-    folder = Path(folder)
-    template = ONEVISION_TEMPLATE if with_chat_template else None
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
-    text_config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        use_sliding_window=False,
-        tie_word_embeddings=tie_word_embeddings,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, ONEVISION_TEMPLATE, with_chat_template)
+    options = lm_options(lm)
+    text = text_config(
+        tokenizer, options, model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        rms_norm_eps=1e-6, use_sliding_window=False, **(text_fields or {}),
     )
     vision_config = SiglipVisionConfig(
         hidden_size=32,
@@ -89,19 +72,15 @@ def save_tiny_llava_onevision(
     grid_pinpoints = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]
     config = LlavaOnevisionConfig(
         vision_config=vision_config,
-        text_config=text_config,
+        text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         image_grid_pinpoints=grid_pinpoints,
         vision_aspect_ratio="anyres_max_9",
-        tie_word_embeddings=tie_word_embeddings,
+        tie_word_embeddings=options["tie_word_embeddings"],
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlavaOnevisionForConditionalGeneration(config).eval()
-        widen_random_weights(model)
     size = {"height": image_size, "width": image_size}
     processor = LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=grid_pinpoints),
@@ -112,7 +91,4 @@ def save_tiny_llava_onevision(
         vision_aspect_ratio="anyres_max_9",
         chat_template=template,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
+    return save_checkpoint(folder, LlavaOnevisionForConditionalGeneration, config, processor, seed=seed)

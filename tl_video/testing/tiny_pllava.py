@@ -26,13 +26,13 @@ checkpoints). For any other pooling shape a front end must expand the placeholde
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextImageProcessor,
@@ -40,8 +40,9 @@ from transformers import (
     LlavaNextVideoVideoProcessor,
 )
 
-from tl_video.testing.random_init import widen_random_weights
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.tiny_checkpoint import (
+    TINY_LM, LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config,
+)
 
 # Vicuna-v1 conversation as PLLaVA writes it (`conv_eval_videoqabench` style): the video is `<image>`.
 PLLAVA_TEMPLATE = (
@@ -73,38 +74,26 @@ def save_tiny_pllava(
     seed: int = 0,
     num_frames: int = 4,
     pooling_shape: tuple[int, int, int] | None = None,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    intermediate_size: int = 128,
     image_size: int = 32,
     patch_size: int = 8,
     with_chat_template: bool = True,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny PLLaVA-format checkpoint + processor.
 
     With the defaults each frame is a 4x4 CLIP grid (plus CLS) and `pooling_shape` is
     [num_frames, 2, 2], so 4 frames give 4 * 2 * 2 = 16 video tokens. The CLIP tower has 2 layers,
     so layer -2 is the output of its first layer and the last layer is unused, as in the real model.
+    `lm` sets the Vicuna (Llama) LM shape (`LMOptions`; as many key/value heads as heads unless
+    given; Llama reads an explicit `head_dim`).
     """
-    folder = Path(folder)
     grid = image_size // patch_size
     pooling_shape = list(pooling_shape) if pooling_shape is not None else [num_frames, grid // 2, grid // 2]
-    template = PLLAVA_TEMPLATE if with_chat_template else None
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, ["<image>", UNUSED_IMAGE_TOKEN], chat_template=template)
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_attention_heads,
+    tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, ["<image>", UNUSED_IMAGE_TOKEN], PLLAVA_TEMPLATE, with_chat_template)
+    options = lm_options(lm, num_key_value_heads=lm.get("num_attention_heads", TINY_LM["num_attention_heads"]))
+    text = text_config(
+        tokenizer, options, bos=True, model_type="llama", rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     vision_config = CLIPVisionConfig(
         hidden_size=32,
@@ -117,22 +106,19 @@ def save_tiny_pllava(
     )
     config = LlavaConfig(
         vision_config=vision_config,
-        text_config=text_config,
+        text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         projector_hidden_act="gelu",
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         image_seq_length=grid * grid,
+        tie_word_embeddings=options["tie_word_embeddings"],
         pooling_method="avg",
         pooling_shape=pooling_shape,
         use_pooling=True,
         frame_shape=[grid, grid],
         num_frames=num_frames,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config).eval()
-        widen_random_weights(model)
     crop = {"height": image_size, "width": image_size}
     processor = LlavaNextVideoProcessor(
         video_processor=LlavaNextVideoVideoProcessor(size={"shortest_edge": image_size}, crop_size=crop),
@@ -146,8 +132,7 @@ def save_tiny_pllava(
         video_token="<image>",
         image_token=UNUSED_IMAGE_TOKEN,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    folder = save_checkpoint(folder, LlavaForConditionalGeneration, config, processor, seed=seed)
     _use_llava_hf_vision_keys(folder / "model.safetensors")
     return folder
 

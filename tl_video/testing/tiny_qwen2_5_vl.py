@@ -9,8 +9,8 @@ GQA and multimodal RoPE (`mrope_section`, chunked T|H|W frequency bands).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
-import torch
 from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -19,8 +19,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from tl_video.testing.random_init import widen_random_weights
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
 
 # The chat template of Qwen/Qwen2.5-VL-*-Instruct (default system prompt, vision wrapped in start/end).
 QWEN2_VL_TEMPLATE = (
@@ -52,19 +51,14 @@ def save_tiny_qwen2_5_vl(
     folder: str | Path,
     *,
     seed: int = 0,
-    num_hidden_layers: int = 2,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
     mrope_section: tuple[int, int, int] = (2, 3, 3),
     patch_size: int = 4,
     window_size: int = 16,
     tokens_per_second: int = 2,
     min_pixels: int = 16 * 16,
     max_pixels: int = 48 * 48,
-    tie_word_embeddings: bool = False,
     with_chat_template: bool = True,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny Qwen2.5-VL model + processor.
 
@@ -73,26 +67,15 @@ def save_tiny_qwen2_5_vl(
     2 * 30 = 60 `<|video_pad|>` tokens. `window_size=16` makes 2x2-merged-token windows, so layer 0
     (windowed; layer 1 is full attention) really is windowed and padded at the grid edge.
     `mrope_section` splits the head_dim / 2 = 8 rotary frequencies into T|H|W bands as
-    [16, 24, 24] splits 64 in the 7B model.
+    [16, 24, 24] splits 64 in the 7B model. `lm` sets the LM shape (`LMOptions`); HF's Qwen2.5-VL
+    attention always uses hidden_size / num_heads, so `head_dim` is refused at load unless equal.
     """
-    folder = Path(folder)
-    template = QWEN2_VL_TEMPLATE if with_chat_template else None
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size,
-        "num_hidden_layers": num_hidden_layers,
-        "num_attention_heads": num_attention_heads,
-        "num_key_value_heads": num_key_value_heads,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(mrope_section)},
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "use_sliding_window": False,
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, QWEN2_VL_TEMPLATE, with_chat_template)
+    options = lm_options(lm)
+    rope_parameters = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(mrope_section)}
+    text = text_config(
+        tokenizer, options, rope_parameters=rope_parameters, rms_norm_eps=1e-6, use_sliding_window=False
+    )
     vision_config = {
         "depth": 2,
         "hidden_size": 32,
@@ -104,22 +87,18 @@ def save_tiny_qwen2_5_vl(
         "temporal_patch_size": 2,
         "window_size": window_size,
         "fullatt_block_indexes": [1],
-        "out_hidden_size": hidden_size,
+        "out_hidden_size": options["hidden_size"],
         "tokens_per_second": tokens_per_second,
     }
     config = Qwen2_5_VLConfig(
-        text_config=text_config,
+        text_config=text,
         vision_config=vision_config,
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
         vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-        tie_word_embeddings=tie_word_embeddings,
+        tie_word_embeddings=options["tie_word_embeddings"],
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
-        widen_random_weights(model)
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     patching = {"patch_size": patch_size, "temporal_patch_size": 2, "merge_size": 2}
     processor = Qwen2_5_VLProcessor(
@@ -128,6 +107,4 @@ def save_tiny_qwen2_5_vl(
         video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False, **patching),
         chat_template=template,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_checkpoint(folder, Qwen2_5_VLForConditionalGeneration, config, processor, seed=seed)

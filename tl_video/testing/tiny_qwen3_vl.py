@@ -10,8 +10,8 @@ patch is its own `<t seconds><|vision_start|>...<|vision_end|>` block in the pro
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
-import torch
 from transformers import (
     Qwen2VLImageProcessor,
     Qwen3VLConfig,
@@ -20,8 +20,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from tl_video.testing.random_init import widen_random_weights
-from tl_video.testing.tokenizer import build_byte_tokenizer
+from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
 
 # The vision part of the Qwen/Qwen3-VL-*-Instruct template (no default system prompt; tools and
 # reasoning branches omitted).
@@ -52,18 +51,13 @@ def save_tiny_qwen3_vl(
     folder: str | Path,
     *,
     seed: int = 0,
-    num_hidden_layers: int = 3,
-    hidden_size: int = 64,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    intermediate_size: int = 128,
     mrope_section: tuple[int, int, int] = (4, 2, 2),
     patch_size: int = 4,
     num_position_embeddings: int = 16,
     min_pixels: int = 4 * 16 * 16,
     max_pixels: int = 16 * 48 * 48,
-    tie_word_embeddings: bool = False,
     with_chat_template: bool = True,
+    **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny Qwen3-VL model + processor.
 
@@ -73,33 +67,20 @@ def save_tiny_qwen3_vl(
     video becomes 2 temporal patches of a 10x12 grid, merged to 5x6: 2 * 30 = 60
     `<|video_pad|>` tokens. The 4x4 learned position table (`num_position_embeddings=16`) is
     resampled to 10x12. `mrope_section` [4, 2, 2] interleaves the 8 rotary frequencies
-    T H W T H W T T, as [24, 20, 20] does for 64 frequencies in the real models.
+    T H W T H W T T, as [24, 20, 20] does for 64 frequencies in the real models; it must sum to
+    head_dim / 2. `lm` sets the LM shape (`LMOptions`; head_dim defaults to hidden / heads here,
+    and Qwen3-VL-4B's 32 heads of 128 over a 2560 hidden size are e.g. `head_dim=32` with 4 heads).
     """
-    folder = Path(folder)
-    template = QWEN3_VL_TEMPLATE if with_chat_template else None
-    tokenizer = build_byte_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, chat_template=template)
+    tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, QWEN3_VL_TEMPLATE, with_chat_template)
+    options = lm_options(lm, num_hidden_layers=3)
+    options.setdefault("head_dim", options["hidden_size"] // options["num_attention_heads"])
     rope_parameters = {
         "rope_type": "default",
         "rope_theta": 5000000.0,
         "mrope_section": list(mrope_section),
         "mrope_interleaved": True,
     }
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size,
-        "num_hidden_layers": num_hidden_layers,
-        "num_attention_heads": num_attention_heads,
-        "num_key_value_heads": num_key_value_heads,
-        "head_dim": hidden_size // num_attention_heads,
-        "rope_parameters": rope_parameters,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "attention_bias": False,
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    text = text_config(tokenizer, options, rope_parameters=rope_parameters, rms_norm_eps=1e-6, attention_bias=False)
     vision_config = {
         "depth": 3,
         "hidden_size": 32,
@@ -109,23 +90,19 @@ def save_tiny_qwen3_vl(
         "patch_size": patch_size,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        "out_hidden_size": hidden_size,
+        "out_hidden_size": options["hidden_size"],
         "num_position_embeddings": num_position_embeddings,
         "deepstack_visual_indexes": [0, 1, 2],
     }
     config = Qwen3VLConfig(
-        text_config=text_config,
+        text_config=text,
         vision_config=vision_config,
         image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
         vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-        tie_word_embeddings=tie_word_embeddings,
+        tie_word_embeddings=options["tie_word_embeddings"],
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).eval()
-        widen_random_weights(model)
     patching = {"patch_size": patch_size, "temporal_patch_size": 2, "merge_size": 2}
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(
@@ -142,6 +119,4 @@ def save_tiny_qwen3_vl(
         ),
         chat_template=template,
     )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_checkpoint(folder, Qwen3VLForConditionalGeneration, config, processor, seed=seed)
