@@ -132,6 +132,19 @@ def test_a_decoded_file_passes_its_timing_and_matches_hf(pairs, clips, family, f
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_decoded_window_with_an_odd_frame_count_matches_hf(pairs, clips, family):
+    """5 frames of [0.5, 2.75] s at 4 fps: midpoints 0.725 + 0.45 k s -> indices 2, 4, ..., 10 of a 9-frame window."""
+    model, hf, processor = pairs[family]
+    decoded = read_video(clips[family, 4.0], num_frames=5, start=0.5, end=2.75)
+    prepared = model.prepare(video=decoded, prompt=PROMPT)
+    assert prepared.timing == decoded.timing and prepared.timing.window_frames == 9
+    metadata = VideoMetadata(total_num_frames=9, fps=4.0, frames_indices=[2, 4, 6, 8, 10])
+    processed = check_parity(model, hf, processor, prepared, metadata, "4 fps window, 5 frames")
+    if family == "qwen3_vl":  # the last tubelet repeats frame 10: (10 + 10) / 2 / 4 = 2.5 s
+        assert "<0.8 seconds>" in hf_text(processor, processed) and "<2.5 seconds>" in hf_text(processor, processed)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_bare_array_with_fps_and_uneven_indices_matches_hf(pairs, family):
     model, hf, processor = pairs[family]
     height, width = FRAME_SIZE[family]
@@ -198,6 +211,8 @@ def test_untimed_families_accept_and_record_fps(tmp_path):
     plain = model.prepare(video=frames, prompt=PROMPT)
     timed = model.prepare(video=frames, prompt=PROMPT, fps=2.0, frame_indices=[0, 2, 4, 6])
     assert plain.timing is None and timed.timing.fps == 2.0
+    tensor_indices = model.prepare(video=frames, prompt=PROMPT, fps=2.0, frame_indices=torch.tensor([0, 2, 4, 6]))
+    assert tensor_indices.timing == timed.timing
     assert torch.equal(plain.tokens, timed.tokens)
 
 
@@ -215,6 +230,7 @@ def test_untimed_families_accept_and_record_fps(tmp_path):
         ({"fps": 2, "frame_indices": [0, 5, 3, 8]}, "frame 2 \\(3\\) comes after 5"),
         ({"fps": 2, "frame_indices": [0, 1.5, 2, 3]}, "frame_indices must hold ints"),
         ({"fps": 2, "frame_indices": "0123"}, "frame_indices must be a list of ints"),
+        ({"fps": 2, "frame_indices": np.zeros((2, 2), dtype=int)}, "frame_indices must be one-dimensional"),
         ({"frame_indices": [0, 1, 2, 3]}, "frame_indices= needs fps= as well"),
         ({"fps": 2, "timing": "x"}, "pass either timing= or fps="),
         ({"timing": 2.0}, "timing= must be a VideoTiming"),

@@ -112,6 +112,8 @@ def check_fps(fps: Any, name: str = "fps") -> float:
 def check_frame_indices(frame_indices: Any, num_frames: int) -> tuple[int, ...]:
     """``frame_indices`` as a tuple of ``num_frames`` non-negative, non-decreasing ints; else one clear error."""
     fix = "pass one source-frame index per frame, in temporal order, e.g. frame_indices=[0, 3, 6, ...]"
+    if not isinstance(frame_indices, np.ndarray) and hasattr(frame_indices, "detach"):  # a torch tensor
+        frame_indices = frame_indices.detach().cpu().numpy()
     if isinstance(frame_indices, (str, bytes)) or not isinstance(frame_indices, (Sequence, np.ndarray)):
         raise TypeError(f"frame_indices must be a list of ints, got {type(frame_indices).__name__}; {fix}")
     values = list(np.asarray(frame_indices).reshape(-1)) if isinstance(frame_indices, np.ndarray) else list(frame_indices)
