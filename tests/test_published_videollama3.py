@@ -143,29 +143,36 @@ def test_published_checkpoint_matches_native_hf(checkpoints, variant):
     assert_greedy_matches_hf(model, hf, prepared, processed)
 
 
-def test_prompt_equals_what_the_published_model_sees(checkpoints):
-    """Published template + `<image>` expansion + in-model pruning == the native processor's ids."""
-    folder = checkpoints["7b_layout"]
-    hf, processor = reference(folder)
+@pytest.mark.parametrize("default_system", [None, "You are a helpful assistant."])
+def test_prompt_equals_what_the_published_model_sees(tmp_path, default_system):
+    """Our tokens == published template + `<image>` expansion + the published model's pruning.
+
+    With `default_system` the published template adds a system turn a plain ChatML template would
+    not: the converted template must keep it.
+    """
+    folder = save_published_videollama3(tmp_path / "published", default_system=default_system)
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
     frames = partly_static(2)
-    processed = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": PROMPT}]}],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
-    )
+    prepared = model.prepare(video=frames, prompt=PROMPT)
     tokenizer = AutoTokenizer.from_pretrained(folder, config=Qwen2Config(), trust_remote_code=False)  # published template
     content = {"type": "video", "num_frames": FRAMES, "timestamps": [float(t) for t in range(FRAMES)]}
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": [content, {"type": "text", "text": PROMPT}]}], tokenize=False, add_generation_prompt=True
     )
     assert text.count("<image>") == FRAMES and "Time 0.0s:<image>,Time 1.0s:<image>," in text
+    assert ("<|im_start|>system\n" in text) == (default_system is not None)
     ids = tokenizer(text.replace("<image>", "<image>" * 12), add_special_tokens=False)["input_ids"]
     image_id = json.loads((folder / "config.json").read_text())["image_token_index"]
-    keep = published_compression_mask(processed["pixel_values_videos"], merged_per_frame=12)
+    pixels = reference(folder)[1].video_processor(videos=[frames], return_tensors="pt")["pixel_values_videos"]
+    keep = published_compression_mask(pixels, merged_per_frame=12)
     assert keep.sum().item() == 12 + 2 + 1 + 1
     kept = iter(keep.tolist())
     published_ids = [token for token in ids if token != image_id or next(kept)]
-    video_id = hf.config.video_token_id
-    assert [video_id if token == image_id else token for token in published_ids] == processed["input_ids"][0].tolist()
+    ours = prepared.tokens[0].tolist()
+    video = set(prepared.layout.video_positions)
+    assert len(ours) == len(published_ids)
+    assert [i for i, token in enumerate(published_ids) if token == image_id] == sorted(video)
+    assert [a for i, a in enumerate(ours) if i not in video] == [b for i, b in enumerate(published_ids) if i not in video]
 
 
 def published_compression_mask(pixels: torch.Tensor, merged_per_frame: int, threshold: float = 0.1) -> torch.Tensor:

@@ -196,6 +196,58 @@ def _write_config(destination: Path, config: dict[str, Any], vision: dict[str, A
     native.save_pretrained(destination)
 
 
+def native_chat_template(source: Path, tokenizer: Any) -> str:
+    """The published chat template with its per-frame video loop replaced by one `<|video_pad|>`.
+
+    The native processor writes `Time t s:` and each frame's kept tokens itself, so the template
+    must emit one placeholder per video. The rewrite keeps everything else of the published template
+    (roles, system turns, image branch); it is accepted only if it renders a probe conversation exactly
+    as the published template does once the placeholder is expanded, else the fixed ChatML template
+    (`NATIVE_CHAT_TEMPLATE`) is tried the same way, else the conversion stops.
+    """
+    published = tokenizer.chat_template
+    if not published:
+        return NATIVE_CHAT_TEMPLATE
+    rewritten = re.sub(
+        r"\{%-?\s*for (\w+) in range\(content\[.num_frames.\]\)\s*-?%\}.*?\{%-?\s*endfor\s*-?%\}",
+        lambda _: "{{- '<|video_pad|>\\n' -}}",
+        published,
+        count=1,
+        flags=re.DOTALL,
+    )
+    rewritten = "{%- set image_token = '<|image_pad|>' -%}" + rewritten.replace("'<image>", "'<|image_pad|>")
+    for candidate in (rewritten, NATIVE_CHAT_TEMPLATE):
+        if _renders_as_published(tokenizer, published, candidate):
+            return candidate
+    raise CheckpointError(
+        f"{source}/tokenizer_config.json: the chat_template renders a video turn in a way the native processor "
+        "cannot reproduce (expected one `Time t s:<image>` per frame, ',' between frames); pass the prompt "
+        "text with the video placeholder yourself or fix the template"
+    )
+
+
+def _renders_as_published(tokenizer: Any, published: str, candidate: str) -> bool:
+    """A system + user(video, text) turn with a generation prompt renders the same text both ways."""
+    frames = "Time 0.0s:<image>,Time 1.5s:<image>"
+    for system in (None, "Be brief."):
+        head = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        published_turn = {"type": "video", "num_frames": 2, "timestamps": [0.0, 1.5]}
+        try:
+            expected = tokenizer.apply_chat_template(
+                [*head, {"role": "user", "content": [published_turn, {"type": "text", "text": "Q?"}]}],
+                chat_template=published, tokenize=False, add_generation_prompt=True, image_token="<image>",
+            )
+            native = tokenizer.apply_chat_template(
+                [*head, {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q?"}]}],
+                chat_template=candidate, tokenize=False, add_generation_prompt=True,
+            )
+        except Exception:  # noqa: BLE001 - a template that cannot render the probe is simply not equivalent
+            return False
+        if native.count("<|video_pad|>") != 1 or native.replace("<|video_pad|>", frames) != expected:
+            return False
+    return True
+
+
 def _rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
     """The 4.x `rope_theta` + `rope_scaling` pair as one 5.x `rope_parameters` dict."""
     scaling = dict(config.get("rope_scaling") or {})
@@ -245,7 +297,7 @@ def _write_processor(source: Path, destination: Path, config: dict[str, Any], to
             max_frames=int(extra.get("max_frames", 180)),
             **common,
         ),
-        chat_template=NATIVE_CHAT_TEMPLATE,
+        chat_template=native_chat_template(source, tokenizer),
     )
     tokenizer.chat_template = None  # the published template iterates frames the native processor expands itself
     processor.save_pretrained(destination)
