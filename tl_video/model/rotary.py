@@ -2,6 +2,9 @@
 
 Inverse frequencies come from transformers' own `ROPE_INIT_FUNCTIONS`, so every static rope
 scaling type a checkpoint declares (default, linear, llama3, yarn, ...) matches HF exactly.
+LongRoPE (Phi-3's `longrope`, formerly `su`) holds two frequency sets and, like HF's
+`longrope_frequency_update`, uses the long factors for a whole forward pass when its largest
+position id + 1 exceeds `original_max_position_embeddings`, the short factors otherwise.
 cos/sin are built once per forward and shared by every layer.
 """
 
@@ -16,14 +19,22 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from tl_video.model.config import VideoTransformerConfig
 
 # Types whose frequencies depend on the running sequence length: not reproduced here.
-_DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
+_DYNAMIC_ROPE_TYPES = ("dynamic",)
 # Keys of a Qwen-VL `rope_parameters` dict that concern M-RoPE (held as config fields instead).
 _MROPE_KEYS = ("mrope_section", "mrope_interleaved")
 
 
-def rope_inverse_frequencies(cfg: VideoTransformerConfig) -> tuple[Float[torch.Tensor, "half"], float]:
-    """(inv_freq [d_head/2], attention_scaling) for the config's rope type, via transformers."""
+def rope_inverse_frequencies(
+    cfg: VideoTransformerConfig, seq_len: int | None = None
+) -> tuple[Float[torch.Tensor, "half"], float]:
+    """(inv_freq [d_head/2], attention_scaling) for the config's rope type, via transformers.
+
+    `seq_len` only matters for `longrope`: above `original_max_position_embeddings` the long
+    factors are returned, otherwise (or None) the short ones.
+    """
     rope_type = cfg.rope_parameters.get("rope_type", "default")
+    if rope_type == "longrope":
+        _check_longrope(cfg)
     if rope_type in _DYNAMIC_ROPE_TYPES:
         raise NotImplementedError(
             f"rope_type={rope_type!r} rescales frequencies with the sequence length and is not "
@@ -47,8 +58,38 @@ def rope_inverse_frequencies(cfg: VideoTransformerConfig) -> tuple[Float[torch.T
         raise NotImplementedError(
             f"unknown rope_type={rope_type!r}; known: {sorted(ROPE_INIT_FUNCTIONS)}"
         )
-    inv_freq, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](hf_config, torch.device("cpu"))
+    inv_freq, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](hf_config, torch.device("cpu"), seq_len=seq_len)
     return inv_freq.float(), float(attention_scaling)
+
+
+def _check_longrope(cfg: VideoTransformerConfig) -> None:
+    """LongRoPE needs both factor lists of d_head/2 entries and the pre-training length; full rotary only."""
+    parameters = cfg.rope_parameters
+    missing = [key for key in ("short_factor", "long_factor", "original_max_position_embeddings") if key not in parameters]
+    if missing:
+        raise ValueError(
+            f"rope_type='longrope' needs rope_parameters {missing}; copy them from the checkpoint's "
+            "rope_scaling (original_max_position_embeddings may sit at the top of the text config)"
+        )
+    for key in ("short_factor", "long_factor"):
+        if len(parameters[key]) != cfg.d_head // 2:
+            raise ValueError(
+                f"rope_parameters[{key!r}] has {len(parameters[key])} entries; LongRoPE needs d_head / 2 = {cfg.d_head // 2}"
+            )
+    if float(parameters.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ValueError(
+            f"partial_rotary_factor={parameters['partial_rotary_factor']} (rotary on part of each head) is not "
+            "supported by the hooked backbone; only full rotary (1.0)"
+        )
+    if cfg.mrope_section is not None:
+        raise ValueError("rope_type='longrope' with M-RoPE (mrope_section) is not supported")
+
+
+def longrope_uses_long_factors(
+    position_ids: Int[torch.Tensor, "batch pos"], original_max_position_embeddings: int
+) -> bool:
+    """HF's rule (`longrope_frequency_update`): long factors when max(position_ids) + 1 > original length."""
+    return int(position_ids.max()) + 1 > original_max_position_embeddings
 
 
 def rotate_half(x: Float[torch.Tensor, "... d_head"]) -> Float[torch.Tensor, "... d_head"]:
@@ -75,6 +116,11 @@ class RotaryEmbedding(nn.Module):
         self.cfg = cfg
         inv_freq, self.attention_scaling = rope_inverse_frequencies(cfg)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.longrope_original_length: int | None = None
+        if cfg.rope_parameters.get("rope_type") == "longrope":  # short set above, long set here
+            self.longrope_original_length = int(cfg.rope_parameters["original_max_position_embeddings"])
+            long_inv_freq, _ = rope_inverse_frequencies(cfg, seq_len=self.longrope_original_length + 1)
+            self.register_buffer("long_inv_freq", long_inv_freq, persistent=False)
         if cfg.mrope_section is not None:  # [d_head/2]: the position row (t, h, w) of each frequency
             axis = mrope_axis_of_frequency(cfg.mrope_section, cfg.mrope_interleaved, inv_freq.shape[0])
             self.register_buffer("mrope_axis", axis, persistent=False)
@@ -83,6 +129,10 @@ class RotaryEmbedding(nn.Module):
         self, position_ids: Int[torch.Tensor, "batch pos"] | Int[torch.Tensor, "3 batch pos"], dtype: torch.dtype
     ) -> tuple[Float[torch.Tensor, "batch pos d_head"], Float[torch.Tensor, "batch pos d_head"]]:
         inv_freq = self.inv_freq.to(torch.float32)
+        if self.longrope_original_length is not None and longrope_uses_long_factors(
+            position_ids, self.longrope_original_length
+        ):
+            inv_freq = self.long_inv_freq.to(torch.float32)
         if self.cfg.mrope_section is None:
             if position_ids.ndim != 2:
                 raise ValueError(f"1D rotary expects position_ids [batch, pos], got {tuple(position_ids.shape)}")
