@@ -24,8 +24,9 @@ probabilities. Numbers equal the plain full forward up to float reassociation (t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -65,7 +66,7 @@ def clean_pass(model: Any, tokens: Int[torch.Tensor, "1 pos"]) -> CleanPass:
 
     cache = KeyValueCache.empty(n_layers)
     hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in range(n_layers)]
-    with model.hooks(fwd_hooks=hooks):
+    with _temporary_hooks(model, hooks):
         residual = model(tokens, past_kv_cache=cache, stop_at_layer=n_layers)
     logits = model.unembed(model.ln_final(residual[:, -1:]))  # only the last position is read
     return CleanPass(residuals, cache, logits[0, -1].float().softmax(-1).cpu())
@@ -149,6 +150,22 @@ def _batched_hooks(group: list[_Resume], first_layer: int, query: int, n_layers:
     return hooks
 
 
+@contextmanager
+def _temporary_hooks(model: Any, hooks: list[tuple[str, Callable[..., torch.Tensor]]]) -> Iterator[None]:
+    """Forward hooks on the named hook points for one resumed pass, removed by handle afterwards
+    (TransformerLens's `model.hooks()` resets every hook point of the model on exit, which costs
+    more than a one-position pass itself)."""
+    handles = []
+    try:
+        for name, fn in hooks:
+            point = model.hook_dict[name]
+            handles.append(point.register_forward_hook(lambda module, inputs, output, fn=fn, point=point: fn(output, hook=point)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _resume_group(
     model: Any, clean: CleanPass, tokens: Int[torch.Tensor, "1 pos"], group: list[_Resume]
 ) -> Float[torch.Tensor, "group d_vocab"]:
@@ -159,7 +176,7 @@ def _resume_group(
     n_layers, batch = model.cfg.n_layers, len(group)
     query = group[0].start.query
     first_layer = min(resume.start.layer for resume in group)
-    with model.hooks(fwd_hooks=_batched_hooks(group, first_layer, query, n_layers)):
+    with _temporary_hooks(model, _batched_hooks(group, first_layer, query, n_layers)):
         residual = model(
             clean.residuals[first_layer][:, query:].expand(batch, -1, -1), start_at_layer=first_layer,
             stop_at_layer=n_layers, past_kv_cache=_prefix_cache(clean, query, batch),
@@ -167,6 +184,33 @@ def _resume_group(
         )
     logits = model.unembed(model.ln_final(residual[:, -1:]))
     return logits[:, -1].float().softmax(-1).cpu()
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Which resumed passes a call runs: chunks of specs (one forward each) and the specs equal to clean."""
+
+    chunks: list[list[_Resume]]
+    unchanged: list[int]  # indices of specs that block no causal edge (the clean probabilities)
+
+
+def plan_sweep(
+    specs: Sequence[KnockoutSpec], layout: Any, n_layers: int, max_batch: int = 1, short_suffix: int = 16
+) -> SweepPlan:
+    """Group specs into resumed passes (see `engine_probabilities` for the batching rule)."""
+    n_tokens = layout.n_tokens
+    unchanged: list[int] = []
+    groups: dict[tuple[int, ...], list[_Resume]] = {}
+    for index, spec in enumerate(specs):
+        blocked = blocked_edges_by_layer(spec, layout, n_layers)
+        start = start_point(blocked)
+        if start is None:
+            unchanged.append(index)
+            continue
+        key = (start.query,) if n_tokens - start.query <= short_suffix else (start.query, start.layer)
+        groups.setdefault(key, []).append(_Resume(index, start, blocked))
+    chunks = [group[offset:offset + max_batch] for group in groups.values() for offset in range(0, len(group), max_batch)]
+    return SweepPlan(chunks, unchanged)
 
 
 def engine_probabilities(
@@ -184,28 +228,74 @@ def engine_probabilities(
     With `max_batch=1` (the default) each spec runs alone from its own start point, so its numbers
     do not depend on the other specs of the call (a resumed sweep reproduces an uninterrupted one).
     """
-    n_specs, n_layers = len(specs), model.cfg.n_layers
+    n_specs = len(specs)
     if not n_specs:
         return torch.zeros(0, model.cfg.d_vocab)
     tokens = prepared.tokens.to(model.W_E.device)
-    n_tokens = tokens.shape[1]
+    plan = plan_sweep(specs, prepared.layout, model.cfg.n_layers, max_batch, short_suffix)
     clean = clean_pass(model, tokens)
     rows: list[torch.Tensor | None] = [None] * n_specs
-    groups: dict[tuple[int, ...], list[_Resume]] = {}
-    for index, spec in enumerate(specs):
-        blocked = blocked_edges_by_layer(spec, prepared.layout, n_layers)
-        start = start_point(blocked)
-        if start is None:
-            rows[index] = clean.probabilities.clone()
-            continue
-        key = (start.query,) if n_tokens - start.query <= short_suffix else (start.query, start.layer)
-        groups.setdefault(key, []).append(_Resume(index, start, blocked))
-    for group in groups.values():
-        for offset in range(0, len(group), max_batch):
-            chunk = group[offset:offset + max_batch]
-            for resume, row in zip(chunk, _resume_group(model, clean, tokens, chunk)):
-                rows[resume.index] = row
+    for index in plan.unchanged:
+        rows[index] = clean.probabilities.clone()
+    for chunk in plan.chunks:
+        for resume, row in zip(chunk, _resume_group(model, clean, tokens, chunk)):
+            rows[resume.index] = row
     return torch.stack(rows)
+
+
+@dataclass(frozen=True)
+class SweepWork:
+    """(query position, layer) pairs computed by a sweep, against the least an exact knockout needs.
+
+    `done`: what the engine's resumed passes recompute (every batch row counts). `minimum`: per spec,
+    from its first blocked layer on, the positions whose value can differ from the clean run (its
+    blocked query rows, and every position at or after an earlier-changed one, since attention is
+    causal). `clean`: the one clean pass (every position x every layer), shared by all specs.
+    """
+
+    done: int
+    minimum: int
+    clean: int
+
+    @property
+    def ratio(self) -> float:
+        return self.done / self.minimum if self.minimum else float("nan")
+
+
+def sweep_work(
+    specs: Sequence[KnockoutSpec], layout: Any, n_layers: int, max_batch: int = 1, short_suffix: int = 16
+) -> SweepWork:
+    """The work `engine_probabilities` does for these specs, and the minimum (see `SweepWork`)."""
+    n_tokens = layout.n_tokens
+    plan = plan_sweep(specs, layout, n_layers, max_batch, short_suffix)
+    done = sum(
+        len(chunk) * (n_tokens - chunk[0].start.query) * (n_layers - min(r.start.layer for r in chunk))
+        for chunk in plan.chunks
+    )
+    minimum = sum(changed_positions(resume.blocked, n_tokens, n_layers) for chunk in plan.chunks for resume in chunk)
+    return SweepWork(done=done, minimum=minimum, clean=n_tokens * n_layers)
+
+
+def changed_positions(blocked: dict[int, Bool[torch.Tensor, "query_pos key_pos"]], n_tokens: int, n_layers: int) -> int:
+    """(position, layer) pairs whose value can differ from the clean run under these blocked edges."""
+    index = torch.arange(n_tokens)
+    first_changed: int | None = None
+    total = 0
+    rows_of: dict[int, torch.Tensor] = {}
+    for layer in range(n_layers):
+        changed = torch.zeros(n_tokens, dtype=torch.bool)
+        matrix = blocked.get(layer)
+        if matrix is not None:
+            if id(matrix) not in rows_of:
+                rows_of[id(matrix)] = matrix.tril().any(dim=-1)
+            changed |= rows_of[id(matrix)]
+        if first_changed is not None:
+            changed |= index >= first_changed
+        if bool(changed.any()):
+            total += int(changed.sum())
+            first = int(torch.nonzero(changed)[0])
+            first_changed = first if first_changed is None else min(first_changed, first)
+    return total
 
 
 def has_active_hooks(model: Any) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmarks of tl_video against the HF model (run `python benchmarks/run.py`)."""
