@@ -25,6 +25,8 @@ VARIANTS = {
     "qwen2": {},  # InternVL3: Qwen2.5 LM, q/k/v biases, untied
     "qwen2_tied_layer_-2": {"tie_word_embeddings": True, "vision_feature_layer": -2},
     "qwen3_bias": {"text_model_type": "qwen3", "attention_bias": True},  # InternVL3.5: q/k norm
+    # InternVL3.5-1B/4B (Qwen3-0.6B/4B LMs): tied, heads x head_dim = 2 x hidden size
+    "qwen3_wide_heads_tied": {"text_model_type": "qwen3", "head_dim": 32, "tie_word_embeddings": True},
 }
 
 

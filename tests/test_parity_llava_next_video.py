@@ -18,6 +18,7 @@ from tests.parity import (
     prepare_with_reference,
 )
 from tests.tolerances import FUSED_VS_EAGER_FP32
+from tl_video.testing import save_tiny_llava_next_video
 
 
 @pytest.mark.parametrize("variant", list(LLAVA_NEXT_VIDEO_VARIANTS))
@@ -25,6 +26,15 @@ def test_logits_residuals_and_patterns_match_hf(tiny_checkpoints, variant):
     model, hf, processor = load_pair(tiny_checkpoints[variant])
     prepared, processed = prepare_with_reference(model, processor, random_video(1))
     assert_matches_hf(model, hf, prepared, processed, where=f"llava_next_video {variant}")
+
+
+def test_explicit_head_dim_matches_hf(tmp_path):
+    """A Llama LM whose config gives head_dim (4 heads of 32 over a 64-wide residual, GQA)."""
+    folder = save_tiny_llava_next_video(tmp_path / "wide_heads", head_dim=32, num_key_value_heads=2)
+    model, hf, processor = load_pair(folder)
+    assert (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model) == (4, 32, 64)
+    prepared, processed = prepare_with_reference(model, processor, random_video(1))
+    assert_matches_hf(model, hf, prepared, processed, where="llava_next_video wide_heads")
 
 
 def test_video_tokens_equal_hf_video_features(tiny_checkpoint):

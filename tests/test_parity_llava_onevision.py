@@ -26,6 +26,11 @@ VARIANTS = {
     "plain": {},
     "tied": {"tie_word_embeddings": True},
     "even_grid": {"image_size": 24},
+    # llava-onevision-qwen2-0.5b-ov-hf: tied; a released config's unused sliding_window (here 16 tokens,
+    # max_window_layers 1, use_sliding_window false); heads x head_dim = 2 x hidden size
+    "wide_heads_tied_unused_window": {
+        "head_dim": 32, "tie_word_embeddings": True, "text_fields": {"sliding_window": 16, "max_window_layers": 1},
+    },
 }
 
 
@@ -123,3 +128,7 @@ def test_sliding_window_checkpoint_is_refused(checkpoints, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[1\]"):
         tl_video.HookedVideoTransformer.from_pretrained(folder)
+    # A window no shorter than the context never masks anything: accepted.
+    config["text_config"]["sliding_window"] = config["text_config"]["max_position_embeddings"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert tl_video.HookedVideoTransformer.from_pretrained(folder).cfg.n_layers == 2

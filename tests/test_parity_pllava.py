@@ -31,11 +31,13 @@ from tl_video.testing import pllava_reference_video_features, save_tiny_pllava
 PLLAVA_TEXT = f"<s>USER: <image>\n{PROMPT} ASSISTANT:"
 # name -> builder options. "default" pools the 4 frames x 4x4 grid to [4, 2, 2] (the processor's own
 # count); "overlapping" pools to [3, 3, 3] (adaptive windows overlap in time and space, and the
-# placeholder count differs from the processor's); "time_halved" pools 4 frames to 2.
+# placeholder count differs from the processor's); "time_halved" pools 4 frames to 2; "wide_heads" has
+# 4 heads of 32 over a 64-wide residual.
 VARIANTS = {
     "default": {},
     "overlapping": {"pooling_shape": (3, 3, 3)},
     "time_halved": {"pooling_shape": (2, 2, 2)},
+    "wide_heads": {"head_dim": 32},  # Vicuna (Llama) with an explicit head_dim: heads x head_dim = 2 x hidden size
 }
 
 

@@ -18,11 +18,15 @@ DeepStack (Qwen3-VL): HF's `hidden_states[l + 1]` is recorded before feature set
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 import tl_video
+from tl_video.loading import CheckpointError
 from tl_video.prompts import multiple_choice_prompt
 from tl_video.testing import save_tiny_qwen2_5_vl, save_tiny_qwen3_vl
 from tests.conftest import random_video
@@ -31,7 +35,16 @@ from tests.oracles import assert_same_prompt, hf_chat_inputs, max_diff, referenc
 from tests.parity import PROMPT, assert_greedy_matches_hf, assert_half_precision_matches_hf, assert_matches_hf
 from tests.tolerances import EXACT
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
-CASES = [("qwen2_5_vl", None), ("qwen2_5_vl", 0.5), ("qwen3_vl", None), ("qwen3_vl", 0.5)]
+# Released shapes and config layouts (parity and generation at default timing): Qwen2.5-VL-3B's tied
+# embeddings in the flat 4.x config.json (legacy rope keys, an unused sliding window); Qwen3-VL-4B's
+# tied embeddings and heads x head_dim != hidden size (6 heads of 16 over 64, not even a divisor).
+RELEASED = {
+    "qwen2_5_vl_released": (save_tiny_qwen2_5_vl, {"tie_word_embeddings": True, "released_layout": True}),
+    "qwen3_vl_4b_shape": (save_tiny_qwen3_vl, {
+        "num_attention_heads": 6, "head_dim": 16, "tie_word_embeddings": True, "released_layout": True,
+    }),
+}
+CASES = [("qwen2_5_vl", None), ("qwen2_5_vl", 0.5), ("qwen3_vl", None), ("qwen3_vl", 0.5)] + [(name, None) for name in RELEASED]
 # (family, fps) where transformers 5.24's own positions deviate from the reference (4 s tubelets:
 # the video's t positions reach past max(h, w) / 2, see the module docstring).
 HF_POSITIONS_DEVIATE = {("qwen2_5_vl", 0.5)}
@@ -40,7 +53,8 @@ HF_POSITIONS_DEVIATE = {("qwen2_5_vl", 0.5)}
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("qwen_parity")
-    return {"qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), "qwen3_vl": save_tiny_qwen3_vl(root / "qwen3_vl")}
+    folders = {"qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), "qwen3_vl": save_tiny_qwen3_vl(root / "qwen3_vl")}
+    return folders | {name: build(root / name, **options) for name, (build, options) in RELEASED.items()}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +115,37 @@ def test_logits_residuals_and_patterns_match_hf(pairs, monkeypatch, family, fps)
         return expected
 
     assert_matches_hf(model, hf, prepared, processed, where=f"{family} at {fps} fps", expected_resid_pre=with_deepstack)
+
+
+def test_released_shapes_are_what_they_claim(pairs, folders):
+    model, hf, _ = pairs["qwen3_vl_4b_shape"]
+    assert (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model) == (6, 16, 64)
+    assert hf.lm_head.weight is hf.get_input_embeddings().weight
+    assert torch.equal(model.W_U, model.W_E.T)
+    config = json.loads((folders["qwen2_5_vl_released"] / "config.json").read_text())
+    assert "text_config" not in config and config["rope_scaling"]["type"] == "mrope" and config["sliding_window"] == 16
+    model = pairs["qwen2_5_vl_released"][0]
+    assert model.cfg.mrope_section == (2, 3, 3) and model.cfg.rope_parameters == {"rope_type": "default", "rope_theta": 1e6}
+
+
+def test_qwen2_5_vl_head_dim_other_than_hidden_over_heads_is_refused(folders, tmp_path):
+    """HF's Qwen2.5-VL attention derives hidden / heads while its rotary embedding reads head_dim."""
+    folder = shutil.copytree(folders["qwen2_5_vl"], tmp_path / "head_dim")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["head_dim"] = 32
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"head_dim=32.*hidden_size / num_attention_heads = 16"):
+        tl_video.HookedVideoTransformer.from_pretrained(folder)
+
+
+def test_qwen_vl_sliding_window_in_use_is_refused(folders, tmp_path):
+    folder = shutil.copytree(folders["qwen2_5_vl"], tmp_path / "sliding")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"].update(use_sliding_window=True, sliding_window=16, max_window_layers=1,
+                                 layer_types=["full_attention", "sliding_attention"])
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[1\]"):
+        tl_video.HookedVideoTransformer.from_pretrained(folder)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

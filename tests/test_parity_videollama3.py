@@ -26,6 +26,7 @@ from tl_video.testing import save_tiny_videollama3
 VARIANTS = {
     "pruning": {},  # the HF default: use_token_compression=True
     "tied_no_pruning": {"tie_word_embeddings": True, "use_token_compression": False},
+    "wide_heads": {"head_dim": 32},  # Qwen2 with an explicit head_dim: heads x head_dim = 2 x hidden size
 }
 TOKEN = 12  # pixels per merged token side (patch 6 x merge 2)
 PER_FRAME = 12  # 3 x 4 merged tokens
@@ -59,7 +60,7 @@ PRUNED_VIDEO_KEPT = [(f, r, c) for f in [0] for r in range(3) for c in range(4)]
 def test_logits_residuals_and_patterns_match_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
     prepared, processed = prepare_with_reference(model, processor, partly_static(1, PRUNED_VIDEO_CHANGES))
-    expected_tokens = len(PRUNED_VIDEO_KEPT) if variant == "pruning" else 4 * PER_FRAME
+    expected_tokens = len(PRUNED_VIDEO_KEPT) if VARIANTS[variant].get("use_token_compression", True) else 4 * PER_FRAME
     assert len(prepared.layout.video_positions) == expected_tokens
     assert_matches_hf(model, hf, prepared, processed, where=f"videollama3 {variant}")
 

@@ -9,7 +9,7 @@ The Qwen2 LM differs from Llama only in its biases: `q_proj`, `k_proj`, `v_proj`
 (hard-coded in `Qwen2Attention`, whatever `attention_bias` says), `o_proj` and the MLP never.
 Known divergences: Qwen2's sliding-window attention (`use_sliding_window`, layers at or above
 `max_window_layers`) is not implemented; such a checkpoint is refused at load time rather than
-run with full attention. The video newline gets grid entry (T-1, ceil(g/2), 0); see
+run with full attention (an unused `sliding_window`, as released configs write it, is accepted). The video newline gets grid entry (T-1, ceil(g/2), 0); see
 `tl_video.frontend.llava_onevision`.
 """
 
@@ -20,21 +20,14 @@ from typing import Any
 from torch import nn
 
 from tl_video.frontend.llava_onevision import LlavaOnevisionFrontEnd
-from tl_video.loading.checkpoint import CheckpointError
 from tl_video.loading.family import FamilyAdapter
 from tl_video.loading.llama_weights import convert_llama_weights
-from tl_video.loading.llava_next_video import llama_config_fields
+from tl_video.loading.llava_next_video import llama_config_fields, refuse_sliding_window
 
 
 def qwen2_config_fields(text_config: Any) -> dict[str, Any]:
     """VideoTransformerConfig fields of a Qwen2 text config (q/k/v bias, no o_proj or MLP bias)."""
-    sliding = [i for i, kind in enumerate(getattr(text_config, "layer_types", None) or []) if kind != "full_attention"]
-    if sliding:
-        raise CheckpointError(
-            f"the Qwen2 language model uses sliding-window attention in layers {sliding} "
-            f"(use_sliding_window, window {getattr(text_config, 'sliding_window', None)}); tl_video implements "
-            "full causal attention only. Set use_sliding_window=false in config.json if the window exceeds your inputs."
-        )
+    refuse_sliding_window(text_config)
     fields = llama_config_fields(text_config)
     fields.update(attn_qkv_bias=True, attn_out_bias=False, mlp_bias=False)
     return fields

@@ -6,10 +6,12 @@ References (transformers 5.24): `models/qwen2_5_vl/modeling_qwen2_5_vl.py`
 
 Differences from the Llama template, all stated as config fields or front-end extras:
 - Qwen2.5-VL: q/k/v biases always (hard-coded in `Qwen2_5_VLAttention`), none on o_proj;
-  `d_head = hidden_size / num_heads` (the text config's `head_dim` is not read by HF either);
+  `d_head = hidden_size / num_heads`, as `Qwen2_5_VLAttention` derives it (a config `head_dim`
+  that differs is refused: HF's rotary embedding would read it and disagree with its attention);
   chunked M-RoPE over `rope_parameters["mrope_section"]`; the M-RoPE time of a tubelet scales
   with `vision_config.tokens_per_second` and the clip's `second_per_grid_ts`.
-- Qwen3-VL: per-head q/k RMSNorm, explicit `head_dim`, biases per `attention_bias`; M-RoPE
+- Qwen3-VL: per-head q/k RMSNorm, explicit `head_dim` (heads x head_dim need not be the hidden
+  size: Qwen3-VL-4B has 32 heads of 128 over 2560), biases per `attention_bias`; M-RoPE
   always interleaved (HF ignores `rope_parameters["mrope_interleaved"]`); DeepStack features added
   to the video rows after LM layers 0..levels-1.
 
@@ -26,9 +28,10 @@ from typing import Any
 from torch import nn
 
 from tl_video.frontend.qwen_vl import Qwen2_5_VLFrontEnd, Qwen3VLFrontEnd
+from tl_video.loading.checkpoint import CheckpointError
 from tl_video.loading.family import FamilyAdapter
 from tl_video.loading.llama_weights import convert_llama_weights
-from tl_video.loading.llava_next_video import llama_config_fields
+from tl_video.loading.llava_next_video import llama_config_fields, refuse_sliding_window
 
 # `rope_parameters` keys that are not 1D RoPE parameters (the legacy `type: "mrope"` included).
 _MROPE_KEYS = ("mrope_section", "mrope_interleaved", "type")
@@ -40,12 +43,7 @@ def _mrope_fields(text_config: Any, default_section: list[int], interleaved: boo
     fields["rope_parameters"] = {k: v for k, v in fields["rope_parameters"].items() if k not in _MROPE_KEYS}
     fields["mrope_section"] = tuple(rope.get("mrope_section") or default_section)
     fields["mrope_interleaved"] = interleaved
-    layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
-    if layer_types != {"full_attention"} or getattr(text_config, "use_sliding_window", False):
-        raise NotImplementedError(
-            f"sliding-window attention layers ({sorted(layer_types)}) are not supported; "
-            "every released Qwen-VL checkpoint uses full attention"
-        )
+    refuse_sliding_window(text_config)
     return fields
 
 
@@ -53,6 +51,14 @@ def qwen2_5_vl_config_fields(hf_config: Any) -> dict[str, Any]:
     text_config = hf_config.text_config
     fields = _mrope_fields(text_config, [16, 24, 24], interleaved=False)
     fields["d_head"] = text_config.hidden_size // text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None)
+    if head_dim is not None and head_dim != fields["d_head"]:
+        raise CheckpointError(
+            f"Qwen2.5-VL text config has head_dim={head_dim}, but Qwen2.5-VL's attention always uses "
+            f"hidden_size / num_attention_heads = {fields['d_head']} (transformers' Qwen2_5_VLAttention) while its "
+            "rotary embedding reads head_dim: the checkpoint cannot run consistently; remove head_dim from "
+            "config.json or set it to hidden_size / num_attention_heads"
+        )
     fields.update(attn_qkv_bias=True, attn_out_bias=False, mlp_bias=False)
     return fields
 

@@ -42,8 +42,8 @@ def rope_inverse_frequencies(
         )
     # M-RoPE keys only say which position row each frequency reads; the frequencies are 1D RoPE's.
     parameters = {k: v for k, v in cfg.rope_parameters.items() if k not in _MROPE_KEYS}
-    hf_config = LlamaConfig(
-        hidden_size=cfg.d_model,
+    hf_config = LlamaConfig(  # hidden_size only has to admit n_heads x head_dim (d_model need not)
+        hidden_size=cfg.n_heads * cfg.d_head,
         num_attention_heads=cfg.n_heads,
         head_dim=cfg.d_head,
         max_position_embeddings=cfg.max_position_embeddings,

@@ -42,6 +42,7 @@ from transformers import (
     LlavaNextForConditionalGeneration,
 )
 
+from tl_video.loading.published_pllava import PLLAVA_DEFAULTS
 from tl_video.testing.random_init import widen_random_weights
 from tl_video.testing.tiny_pllava import PLLAVA_TEMPLATE, SPECIAL_TOKENS, save_tiny_pllava
 from tl_video.testing.tokenizer import build_byte_tokenizer
@@ -223,14 +224,24 @@ def _write_shards(folder: Path, tensors: dict[str, torch.Tensor], shards: int) -
 
 
 def _pllava_config(tiny: dict[str, Any], architecture: str, dtype: torch.dtype) -> dict[str, Any]:
-    """config.json as `PllavaConfig.save_pretrained` (transformers 4.40) writes it."""
+    """config.json as `PllavaConfig.save_pretrained` (transformers 4.40) writes it: only what differs
+    from the class defaults (`to_diff_dict`), nested configs against their own classes' defaults."""
     config = _four_x_config(tiny, dtype)
-    config.update(
-        architectures=[architecture], ignore_index=-100, vocab_size=tiny["text_config"]["vocab_size"],
-        gradient_checkpointing=False, force_eager=False, transformers_version="4.40.0",
-    )
-    config.pop("multimodal_projector_bias", None)
+    config.update(architectures=[architecture], vocab_size=tiny["text_config"]["vocab_size"], transformers_version="4.40.0")
+    for key in ("multimodal_projector_bias", "image_seq_length"):  # not PllavaConfig fields
+        config.pop(key, None)
+    config["text_config"] = {key: value for key, value in config["text_config"].items() if key != "head_dim"}  # 4.40 had none
+    defaults = {**PLLAVA_DEFAULTS, "ignore_index": -100, "gradient_checkpointing": False, "force_eager": False,
+                "vocab_size": 32000}
+    config = {key: value for key, value in config.items() if key not in defaults or defaults[key] != value}
+    config["text_config"] = _diff(config["text_config"], {**LlamaConfig().to_dict(), "rope_theta": 10000.0, "rope_scaling": None})
+    config["vision_config"] = _diff(config["vision_config"], CLIPVisionConfig().to_dict())
     return config
+
+
+def _diff(nested: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A nested config without the entries equal to its class defaults (`model_type` always kept)."""
+    return {key: value for key, value in nested.items() if key == "model_type" or defaults.get(key, object()) != value}
 
 
 def _four_x_config(saved: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:

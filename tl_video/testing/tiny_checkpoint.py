@@ -7,6 +7,7 @@ theta, norm epsilon, biases). The LM shape options (`LMOptions`) are the same fo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, TypedDict
 
@@ -98,3 +99,19 @@ def save_checkpoint(
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def edit_config(folder: str | Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Rewrite the saved config.json through `edit` (e.g. into the layout a released checkpoint has)."""
+    path = Path(folder) / "config.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text())), indent=2))
+
+
+def legacy_rope_keys(text: dict[str, Any], **rope_scaling: Any) -> dict[str, Any]:
+    """A text config with transformers-4.x rope keys, as released config.json files hold them:
+    `rope_theta` beside a `rope_scaling` dict (plus `rope_scaling` entries such as `type: "mrope"`)."""
+    text = dict(text)
+    rope = dict(text.pop("rope_parameters"))
+    text["rope_theta"] = rope.pop("rope_theta")
+    text["rope_scaling"] = {**rope, **rope_scaling}
+    return text

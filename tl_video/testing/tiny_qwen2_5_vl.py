@@ -19,7 +19,9 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
+from tl_video.testing.tiny_checkpoint import (
+    LMOptions, chat_tokenizer, edit_config, legacy_rope_keys, lm_options, save_checkpoint, text_config,
+)
 
 # The chat template of Qwen/Qwen2.5-VL-*-Instruct (default system prompt, vision wrapped in start/end).
 QWEN2_VL_TEMPLATE = (
@@ -58,6 +60,7 @@ def save_tiny_qwen2_5_vl(
     min_pixels: int = 16 * 16,
     max_pixels: int = 48 * 48,
     with_chat_template: bool = True,
+    released_layout: bool = False,
     **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny Qwen2.5-VL model + processor.
@@ -69,6 +72,11 @@ def save_tiny_qwen2_5_vl(
     `mrope_section` splits the head_dim / 2 = 8 rotary frequencies into T|H|W bands as
     [16, 24, 24] splits 64 in the 7B model. `lm` sets the LM shape (`LMOptions`); HF's Qwen2.5-VL
     attention always uses hidden_size / num_heads, so `head_dim` is refused at load unless equal.
+
+    `released_layout=True` writes config.json as `Qwen/Qwen2.5-VL-*-Instruct` ship it: the text
+    fields flat at the top level (no `text_config`), `rope_theta` beside `rope_scaling: {type:
+    "mrope", mrope_section}`, and a `sliding_window` that `use_sliding_window: false` leaves unused
+    (16 tokens here with `max_window_layers: 1`, so a window applied by mistake would show).
     """
     tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, QWEN2_VL_TEMPLATE, with_chat_template)
     options = lm_options(lm)
@@ -107,4 +115,16 @@ def save_tiny_qwen2_5_vl(
         video_processor=Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False, **patching),
         chat_template=template,
     )
-    return save_checkpoint(folder, Qwen2_5_VLForConditionalGeneration, config, processor, seed=seed)
+    folder = save_checkpoint(folder, Qwen2_5_VLForConditionalGeneration, config, processor, seed=seed)
+    if released_layout:
+        edit_config(folder, _released_qwen2_5_vl_config)
+    return folder
+
+
+def _released_qwen2_5_vl_config(config: dict) -> dict:
+    """The flat transformers-4.x layout of the released Qwen2.5-VL config.json files."""
+    text = legacy_rope_keys(config.pop("text_config"), type="mrope")
+    for key in ("model_type", "layer_types", "dtype"):
+        text.pop(key, None)
+    text.update(sliding_window=16, max_window_layers=1, use_sliding_window=False)
+    return {**config, **text}

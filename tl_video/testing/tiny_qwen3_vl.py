@@ -20,7 +20,9 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from tl_video.testing.tiny_checkpoint import LMOptions, chat_tokenizer, lm_options, save_checkpoint, text_config
+from tl_video.testing.tiny_checkpoint import (
+    LMOptions, chat_tokenizer, edit_config, legacy_rope_keys, lm_options, save_checkpoint, text_config,
+)
 
 # The vision part of the Qwen/Qwen3-VL-*-Instruct template (no default system prompt; tools and
 # reasoning branches omitted).
@@ -57,6 +59,7 @@ def save_tiny_qwen3_vl(
     min_pixels: int = 4 * 16 * 16,
     max_pixels: int = 16 * 48 * 48,
     with_chat_template: bool = True,
+    released_layout: bool = False,
     **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny Qwen3-VL model + processor.
@@ -70,6 +73,8 @@ def save_tiny_qwen3_vl(
     T H W T H W T T, as [24, 20, 20] does for 64 frequencies in the real models; it must sum to
     head_dim / 2. `lm` sets the LM shape (`LMOptions`; head_dim defaults to hidden / heads here,
     and Qwen3-VL-4B's 32 heads of 128 over a 2560 hidden size are e.g. `head_dim=32` with 4 heads).
+    `released_layout=True` writes the text config's rope keys as `Qwen/Qwen3-VL-*-Instruct` ship
+    them (`rope_theta` beside `rope_scaling`).
     """
     tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, QWEN3_VL_TEMPLATE, with_chat_template)
     options = lm_options(lm, num_hidden_layers=3)
@@ -119,4 +124,7 @@ def save_tiny_qwen3_vl(
         ),
         chat_template=template,
     )
-    return save_checkpoint(folder, Qwen3VLForConditionalGeneration, config, processor, seed=seed)
+    folder = save_checkpoint(folder, Qwen3VLForConditionalGeneration, config, processor, seed=seed)
+    if released_layout:
+        edit_config(folder, lambda saved: {**saved, "text_config": legacy_rope_keys(saved["text_config"])})
+    return folder
