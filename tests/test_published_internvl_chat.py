@@ -25,7 +25,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 import tl_video
 from tests.conftest import random_video
-from tests.oracles import assert_same_prompt, max_diff, reference_model
+from tests.oracles import assert_half_precision_close, assert_same_prompt, max_diff, reference_model
 from tests.parity import assert_greedy_matches_hf, assert_matches_hf, hf_chat_inputs
 from tl_video.loading.checkpoint import CheckpointError
 from tl_video.loading.published import cache_root, converted_checkpoint
@@ -174,6 +174,23 @@ def test_logits_residuals_and_patterns_match_the_published_architecture(checkpoi
     assert_matches_hf(model, oracle, prepared, inputs, where=f"internvl_chat phi3 {variant} ({ids.shape[1]} tokens)")
 
 
+def test_bfloat16_as_published_is_as_close_to_float32_as_the_published_architecture_in_bfloat16(checkpoints):
+    """The checkpoint's own dtype: our bf16 run vs the oracle in fp32, bounded by the oracle's own bf16 error."""
+    folder = checkpoints["long_factors"]
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder, dtype=torch.bfloat16)
+    exact = PublishedInternVLChat(folder)
+    half = PublishedInternVLChat(folder).to(torch.bfloat16)
+    frames = random_video(6)
+    prepared = model.prepare(video=frames, prompt=PROMPT)
+    pixels = model.processor(text=prepared.text, videos=[frames], return_tensors="pt")["pixel_values"]
+    ids = published_prompt_ids(model.tokenizer, 4, 16, PROMPT)
+    with torch.no_grad():
+        ours = model(prepared.tokens)
+        reference, reference_half = exact(ids, pixels).logits, half(ids, pixels.to(torch.bfloat16)).logits
+    assert ours.dtype == torch.bfloat16
+    assert_half_precision_close(ours, reference_half, reference, where="internvl_chat bf16")
+
+
 def test_frames_are_prepared_as_internvl_prepares_them(checkpoints):
     """The converted processor's pixels are InternVL's bicubic 64x64 resize + ImageNet normalisation."""
     model, oracle = _pair(checkpoints["short_factors"])
@@ -237,6 +254,8 @@ def test_converted_folder_is_native_and_keeps_dtype_and_shards(checkpoints):
         (lambda c: c.update(ps_version="v1"), "ps_version 'v1'"),
         (lambda c: c["llm_config"].update(architectures=["InternLM2ForCausalLM"]), "InternLM2ForCausalLM"),
         (lambda c: c.update(use_llm_lora=16), "unmerged LoRA"),
+        (lambda c: c["llm_config"].update(sliding_window=128), "sliding window of 128 tokens"),
+        (lambda c: c.update(template="internlm2-chat"), "'internlm2-chat'"),
     ],
 )
 def test_unsupported_published_settings_are_one_clear_error(tmp_path, edit, message):
@@ -246,3 +265,28 @@ def test_unsupported_published_settings_are_one_clear_error(tmp_path, edit, mess
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=message):
         tl_video.HookedVideoTransformer.from_pretrained(folder)
+
+
+def test_remote_code_yarn_variant_keeps_its_own_attention_scaling():
+    """Phi-3's remote `yarn` LongRoPE scales cos/sin by 0.1 ln(s) + 1, which transformers reads as attention_factor."""
+    from tl_video.loading.published_internvl_chat import text_config
+
+    llm = {"architectures": ["Phi3ForCausalLM"], "max_position_embeddings": 8192, "original_max_position_embeddings": 1024,
+           "rope_scaling": {"type": "yarn", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4}}
+    rope = text_config(None, {"llm_config": llm})["rope_parameters"]
+    assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == 1024
+    assert rope["attention_factor"] == pytest.approx(0.1 * math.log(8) + 1.0)
+    su = text_config(None, {"llm_config": {**llm, "rope_scaling": {**llm["rope_scaling"], "type": "su"}}})
+    assert "attention_factor" not in su["rope_parameters"]  # transformers' sqrt(1 + ln s / ln L), as the remote `su`
+
+
+def test_partial_rotary_longrope_is_refused_in_one_line():
+    from tl_video.model.config import VideoTransformerConfig
+
+    cfg = VideoTransformerConfig(
+        d_model=32, d_head=8, n_layers=1, n_heads=4, d_mlp=64, d_vocab=10, n_ctx=64,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4,
+                         "long_factor": [2.0] * 4, "original_max_position_embeddings": 16, "partial_rotary_factor": 0.5},
+    )
+    with pytest.raises(ValueError, match="partial_rotary_factor=0.5"):
+        RotaryEmbedding(cfg)
