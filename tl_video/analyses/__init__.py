@@ -13,6 +13,7 @@ from tl_video.analyses.flow import FlowOptions, FlowResult, effective_ranges, ru
 from tl_video.analyses.generation_probability import (
     GenerationProbabilityOptions, GenerationProbabilityResult, run_generation_probability,
 )
+from tl_video.analyses.knockout_attribution import KnockoutAttribution, knockout_attribution
 from tl_video.analyses.lens import LensOptions, LensResult, run_lens
 from tl_video.analyses.open_ended import OpenEndedOptions, OpenEndedResult, run_open_ended
 from tl_video.analyses.patching import PatchingOptions, PatchingResult, run_patching
@@ -25,9 +26,11 @@ from tl_video.analyses.sweep import knockout_probabilities
 
 __all__ = [
     "AttentionOptions", "AttentionResult", "Finding", "FlowOptions", "FlowResult", "GenerationProbabilityOptions",
-    "GenerationProbabilityResult", "LensOptions", "LensResult", "MeanCI", "OpenEndedOptions", "OpenEndedResult",
+    "GenerationProbabilityResult", "KnockoutAttribution", "LensOptions", "LensResult", "MeanCI", "OpenEndedOptions",
+    "OpenEndedResult",
     "PatchingOptions", "PatchingResult", "PathwayOptions", "PathwayResult", "RecordSink", "RunHeader", "ScoredExample",
-    "StudyOptions", "effective_ranges", "knockout_probabilities", "mean_ci", "paired_permutation_p", "read_analysis",
+    "StudyOptions", "effective_ranges", "knockout_attribution", "knockout_probabilities", "mean_ci", "paired_permutation_p",
+    "read_analysis",
     "read_records", "read_run", "run_attention", "run_flow", "run_generation_probability", "run_lens",
     "run_open_ended", "run_patching", "run_pathways", "run_study", "score_example",
 ]
