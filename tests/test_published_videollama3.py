@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoTokenizer,
     Qwen2Config,
@@ -34,7 +34,9 @@ from transformers import (
 
 import tl_video
 from tests.conftest import random_video
+from tests.oracles import max_diff
 from tests.parity import PROMPT, assert_greedy_matches_hf, assert_matches_hf, prepare_with_reference
+from tests.tolerances import LOGITS_BF16_VS_FP32
 from tl_video.loading import CheckpointError
 from tl_video.testing.published_videollama3 import save_published_videollama3
 
@@ -238,3 +240,64 @@ def test_converted_video_processor_resizes_frames_as_published(checkpoints, shap
     patch = images["patch_size"]
     height, width = published_frame_size(*shape, FRAMES, patch, 2, images["min_tokens"], images["max_tokens"])
     assert grid == [FRAMES, height // patch, width // patch]
+
+
+def test_training_layout_nested_vision_encoder_converts(tmp_path):
+    """Checkpoints saved by the training code nest the tower once more: `model.vision_encoder.vision_encoder.*`."""
+    folder = save_published_videollama3(tmp_path / "training_layout", vision_encoder="DAMO-NLP-SG/SigLIP-NaViT")
+    config = json.loads((folder / "config.json").read_text())
+    config["vision_encoder_config"] = json.loads(
+        (save_published_videollama3(tmp_path / "hub_layout") / "config.json").read_text()
+    )["vision_encoder_config"]
+    (folder / "config.json").write_text(json.dumps(config))
+    for shard in folder.glob("*.safetensors"):
+        tensors = load_file(shard)
+        renamed = {key.replace("model.vision_encoder.", "model.vision_encoder.vision_encoder."): v for key, v in tensors.items()}
+        save_file(renamed, shard, metadata={"format": "pt"})
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {
+        key.replace("model.vision_encoder.", "model.vision_encoder.vision_encoder."): shard for key, shard in index["weight_map"].items()
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    nested = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    flat = tl_video.HookedVideoTransformer.from_pretrained(tmp_path / "hub_layout")
+    frames = partly_static(4)
+    with torch.no_grad():
+        assert torch.equal(nested(nested.prepare(video=frames, prompt=PROMPT).tokens), flat(flat.prepare(video=frames, prompt=PROMPT).tokens))
+
+
+def add_tensor(folder: Path, name: str) -> None:
+    """One more tensor in the last shard, listed in the index."""
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = sorted(set(index["weight_map"].values()))[-1]
+    save_file({**load_file(folder / shard), name: torch.zeros(2, dtype=torch.bfloat16)}, folder / shard, metadata={"format": "pt"})
+    index["weight_map"][name] = shard
+    index_path.write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda folder: (folder / "preprocessor_config.json").unlink(), r"has no preprocessor_config\.json"),
+        (lambda folder: add_tensor(folder, "model.extra_head.weight"), r"tensor 'model\.extra_head\.weight' is not part of"),
+    ],
+    ids=["no_image_processor_config", "foreign_tensor"],
+)
+def test_damaged_published_folders_are_named(tmp_path, edit, message):
+    folder = save_published_videollama3(tmp_path / "damaged")
+    edit(folder)
+    with pytest.raises(CheckpointError, match=message):
+        tl_video.HookedVideoTransformer.from_pretrained(folder)
+
+
+def test_bfloat16_load_is_as_close_to_hf_float32_as_expected(checkpoints):
+    """The published dtype: our bf16 run against HF fp32 on the same weights (tests/tolerances.py says why)."""
+    folder = checkpoints["7b_layout"]
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder, dtype=torch.bfloat16)
+    hf, processor = reference(folder)
+    prepared, processed = prepare_with_reference(model, processor, partly_static(5))
+    with torch.no_grad():
+        ours, exact = model(prepared.tokens), hf(**processed).logits
+    assert ours.dtype == torch.bfloat16
+    assert max_diff(ours, exact) <= LOGITS_BF16_VS_FP32

@@ -35,7 +35,9 @@ KEY_PREFIXES = (
     ("model.vision_encoder.vision_encoder.", "model.vision_model."),
     ("model.vision_encoder.", "model.vision_model."),
     ("model.mm_projector.", "model.projector."),
-    ("model.", "model.language_model."),
+    ("model.embed_tokens.", "model.language_model.embed_tokens."),
+    ("model.layers.", "model.language_model.layers."),
+    ("model.norm.", "model.language_model.norm."),
     ("lm_head.", "lm_head."),
 )
 
@@ -141,8 +143,9 @@ def _write_weights(source: Path, destination: Path, config: dict[str, Any]) -> N
                 new = native_key(key)
                 if new is None:
                     raise CheckpointError(
-                        f"{source / shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected model.*, "
-                        "model.vision_encoder.*, model.mm_projector.*, lm_head.*); remove it or use the published files"
+                        f"{source / shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected model.embed_tokens/"
+                        "layers/norm.*, model.vision_encoder.*, model.mm_projector.*, lm_head.*); remove it or use "
+                        "the published files"
                     )
                 renamed[new] = handle.get_tensor(key)
         save_file(renamed, destination / shard, metadata={"format": "pt"})
