@@ -167,7 +167,8 @@ def test_a_bare_array_with_fps_only_is_consecutive_frames_at_that_rate(pairs, fa
     frames = random_video(8, frames=4, height=height, width=width)
     prepared = model.prepare(video=frames, prompt=PROMPT, fps=1.5)
     assert prepared.timing.frame_indices == (0, 1, 2, 3) and prepared.timing.window_frames == 4
-    check_parity(model, hf, processor, prepared, VideoMetadata(total_num_frames=4, fps=1.5, frames_indices=[0, 1, 2, 3]), "1.5 fps array")
+    metadata = VideoMetadata(total_num_frames=4, fps=1.5, frames_indices=[0, 1, 2, 3])
+    check_parity(model, hf, processor, prepared, metadata, "1.5 fps array")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -200,9 +201,36 @@ def test_prepare_example_decodes_with_timing(pairs, clips):
     from tl_video.prompts import prepare_example
 
     model = pairs["videollama3"][0]
-    example = VideoQAExample(example_id="x", video=str(clips["videollama3", 4.0]), question="Which?", options=("a", "b"), answer_index=0)
+    video = str(clips["videollama3", 4.0])
+    example = VideoQAExample(example_id="x", video=video, question="Which?", options=("a", "b"), answer_index=0)
     prepared = prepare_example(model, example, num_frames=SAMPLED)
     assert prepared.timing.source == "decoded" and prepared.timing.fps == 4.0
+
+
+def test_the_patching_pipeline_times_the_corrupted_copy_like_the_clean_video(pairs, clips, tmp_path):
+    """run_patching's corrupted input carries the clean video's timestamps, not the processor's 1 fps."""
+    from tl_video.analyses.patching import PatchingOptions, run_patching
+    from tl_video.analyses.scoring import score_example
+    from tl_video.data import VideoQAExample
+    from tl_video.prompts import prepare_example
+
+    model = pairs["videollama3"][0]
+    video = str(clips["videollama3", 4.0])
+    example = VideoQAExample(example_id="t", video=video, question="Which?", options=("a", "b", "c"), answer_index=0)
+    options = PatchingOptions(corruptions=({"name": "reverse"},), layers=(0,), samples="all", min_gap=0.0)
+    record = run_patching(model, [example], options, out_dir=tmp_path, progress=False).patching_records("reverse")[0]
+    scored = score_example(model, example, options)
+    timed = prepare_example(model, example, video=reverse(scored.prepared.frames), timing=scored.prepared.timing)
+    untimed = prepare_example(model, example, video=reverse(scored.prepared.frames))
+    clean_token, corrupted_token = (scored.letters[record[f"{kind}_letter"]] for kind in ("clean", "corrupted"))
+
+    def metric(prepared) -> float:
+        with torch.no_grad():
+            logits = model(prepared.tokens)[0, -1]
+        return float(logits[clean_token] - logits[corrupted_token])
+
+    assert record["corrupted_metric"] == pytest.approx(metric(timed), abs=1e-5)
+    assert metric(untimed) != pytest.approx(metric(timed), abs=1e-5)
 
 
 def test_untimed_families_accept_and_record_fps(tmp_path):

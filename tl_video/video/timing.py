@@ -116,9 +116,9 @@ def check_frame_indices(frame_indices: Any, num_frames: int) -> tuple[int, ...]:
         frame_indices = frame_indices.detach().cpu().numpy()
     if isinstance(frame_indices, (str, bytes)) or not isinstance(frame_indices, (Sequence, np.ndarray)):
         raise TypeError(f"frame_indices must be a list of ints, got {type(frame_indices).__name__}; {fix}")
-    values = list(np.asarray(frame_indices).reshape(-1)) if isinstance(frame_indices, np.ndarray) else list(frame_indices)
     if isinstance(frame_indices, np.ndarray) and frame_indices.ndim != 1:
         raise ValueError(f"frame_indices must be one-dimensional, got shape {frame_indices.shape}; {fix}")
+    values = list(frame_indices)
     bad = [value for value in values if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral)]
     if bad:
         raise TypeError(f"frame_indices must hold ints (source frame numbers), got {bad[0]!r}; {fix}")
@@ -167,7 +167,9 @@ def timing_of_decoded(video: "DecodedVideo") -> VideoTiming:
 
 def assumed_timing(num_frames: int, fps: float) -> VideoTiming:
     """The timing a processor assumes for a bare array without metadata: consecutive frames at ``fps``."""
-    return VideoTiming(fps=float(fps), frame_indices=tuple(range(num_frames)), window_frames=num_frames, source="assumed")
+    return VideoTiming(
+        fps=float(fps), frame_indices=tuple(range(num_frames)), window_frames=num_frames, source="assumed"
+    )
 
 
 def resolve_timing(
@@ -185,7 +187,8 @@ def resolve_timing(
     ``timing``: a ready :class:`VideoTiming`; ``fps`` (+ ``frame_indices``) for a bare array;
     else the family's ``default_fps`` as an ``"assumed"`` timing, or None for an untimed family.
     """
-    given = [name for name, value in (("fps", fps), ("frame_indices", frame_indices), ("timing", timing)) if value is not None]
+    named = (("fps", fps), ("frame_indices", frame_indices), ("timing", timing))
+    given = [name for name, value in named if value is not None]
     if decoded is not None:
         if given:
             raise ValueError(
