@@ -208,3 +208,16 @@ def test_peft_wrapped_checkpoint_converts_to_merged_plain_names(published):
     untouched = hf.model.language_model.layers[1].self_attn.k_proj.weight
     assert torch.equal(untouched, base.layers[1].self_attn.k_proj.weight)
     assert math.prod(model.frontend.pooling_shape) == 16
+
+
+def test_pllava_config_saved_as_differences_from_defaults_gets_them_back(tmp_path):
+    """transformers 4.x writes only what differs from PllavaConfig's defaults; the native config spells them out."""
+    from tl_video.loading.published_pllava import native_config
+
+    config = {"architectures": ["PllavaForConditionalGeneration"], "model_type": "llava", "num_frames": 8,
+              "text_config": {"model_type": "llama"}, "gradient_checkpointing": True}
+    native = native_config(tmp_path, config, None)
+    assert native["architectures"] == ["LlavaForConditionalGeneration"] and "gradient_checkpointing" not in native
+    assert (native["pooling_shape"], native["pooling_method"], native["use_pooling"]) == ([8, 16, 16], "avg", True)
+    assert (native["image_token_index"], native["vision_feature_layer"], native["vision_config"]["image_size"]) == (32000, -2, 336)
+    assert native_config(tmp_path, config, (8, 12, 12))["pooling_shape"] == [8, 12, 12]

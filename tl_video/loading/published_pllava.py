@@ -45,6 +45,17 @@ LLAVA_ARCHITECTURE = "LlavaForConditionalGeneration"
 LLAVA_NEXT_ARCHITECTURE = "LlavaNextForConditionalGeneration"
 #: PllavaConfig keys that only steer PLLaVA's training code.
 _TRAINING_ONLY_KEYS = ("gradient_checkpointing", "force_eager")
+#: PllavaConfig's defaults. transformers 4.x saves a config's differences from its class defaults
+#: only, so a published config.json may lack any of these; they are written out for LlavaConfig.
+PLLAVA_DEFAULTS = {
+    "image_token_index": 32000, "projector_hidden_act": "gelu", "vision_feature_select_strategy": "default",
+    "vision_feature_layer": -2, "pooling_method": "avg", "pooling_shape": [8, 16, 16], "frame_shape": [24, 24],
+    "num_frames": 1, "use_pooling": True,
+}
+#: LlavaConfig's default CLIP tower (PllavaConfig's and LlavaNextConfig's too), used when config.json has no vision_config.
+_DEFAULT_VISION = {"model_type": "clip_vision_model", "intermediate_size": 4096, "hidden_size": 1024, "patch_size": 14,
+                   "image_size": 336, "num_hidden_layers": 24, "num_attention_heads": 16, "vocab_size": 32000,
+                   "projection_dim": 768}
 #: LlavaNextConfig keys of its AnyRes image path, which PLLaVA pooling does not use.
 _ANYRES_KEYS = ("image_grid_pinpoints", "use_image_newline_parameter")
 _DROPPED_TENSORS = ("image_newline",)  # LLaVA-NeXT's AnyRes row separator; PLLaVA has none
@@ -100,6 +111,9 @@ def native_config(source: Path, config: dict[str, Any], pooling_shape: Any) -> d
     """config.json of the native folder: a LLaVA config plus PLLaVA's pooling keys."""
     architectures = config.get("architectures") or []
     native = {key: value for key, value in config.items() if key not in _TRAINING_ONLY_KEYS}
+    native.setdefault("vision_config", dict(_DEFAULT_VISION))
+    if PLLAVA_ARCHITECTURE in architectures:
+        native = {**PLLAVA_DEFAULTS, **native}
     if LLAVA_NEXT_ARCHITECTURE in architectures:
         if pooling_shape is None:
             raise CheckpointError(
@@ -108,7 +122,7 @@ def native_config(source: Path, config: dict[str, Any], pooling_shape: Any) -> d
                 "through PLLaVA pooling (the ImageLLM baseline)"
             )
         native = {key: value for key, value in native.items() if key not in _ANYRES_KEYS}
-        vision = config.get("vision_config") or {}
+        vision = native["vision_config"]
         side = int(vision.get("image_size", 224)) // int(vision.get("patch_size", 32))  # CLIPVisionConfig defaults
         native.update(pooling_method="avg", use_pooling=True, frame_shape=[side, side], image_seq_length=side * side)
     native.update(architectures=[LLAVA_ARCHITECTURE], model_type="llava")
