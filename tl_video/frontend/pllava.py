@@ -14,6 +14,10 @@ in `tl_video.testing.tiny_pllava.pllava_reference_video_features` (the parity or
 Grid convention: (t', row, col) of the pooled grid, so one "frame" index is one pooled time slice
 (frames [floor(t' T/T'), ceil((t'+1) T/T')) of the clip; exactly frame t' when T = T').
 
+Frames: with a video processor in the checkpoint's processor (the tiny stand-in), it prepares the
+clip; published folders carry an image processor only, and `pllava_frame_pixels` prepares the
+clip the way `PllavaProcessor` does (every frame resized alike, then CLIP-processed).
+
 The prompt holds `<image>` once (`config.image_token_id`; PLLaVA prompts read
 `USER: <image>\\n... ASSISTANT:`). The checkpoint's processor may expand it to a count that
 ignores `pooling_shape` (a `LlavaNextVideoProcessor` gives T * (g/2)^2), so `process` rewrites the

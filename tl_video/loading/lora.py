@@ -14,6 +14,10 @@ Adapter folder (PEFT format):
   `language_model.model.layers...`, 5.x `model.language_model.layers...`, or a bare LM's
   `model.layers...`).
 
+`from_pretrained(..., lora_alpha=)` (scaling alpha / r) or `lora_scaling=` replace the adapter
+config's scaling; LoRA stored PEFT-wrapped inside a checkpoint is merged by
+`tl_video.loading.published_pllava` with the same `merged_weight`.
+
 Anything that cannot be merged exactly (DoRA, `fan_in_fan_out`, trained biases or
 `modules_to_save` weights, modules outside the language model, unknown modules, wrong shapes)
 raises a `CheckpointError` naming it, never a partial merge.

@@ -13,7 +13,10 @@ as the parity oracle. The language model is Llama/Vicuna (no biases, MHA, 1D RoP
 Known divergences: only `pooling_method: "avg"` with `use_pooling: true` exists in the released
 checkpoints and is supported (anything else is refused); PLLaVA's repetition of short clips up to
 `num_frames` is not done (the adaptive pool runs on the clip as given). LoRA fine-tunes are merged
-by `from_pretrained(..., lora_adapter=folder)` (`tl_video.loading.lora`).
+by `from_pretrained(..., lora_adapter=folder)` (`tl_video.loading.lora`). Checkpoints as PLLaVA's code
+publishes them (`PllavaForConditionalGeneration`, PEFT-wrapped LoRA) and image LLaVA-NeXT ones run
+through PLLaVA pooling (`pooling_shape=`) are converted into this family's layout first
+(`tl_video.loading.published_pllava`).
 """
 
 from __future__ import annotations
