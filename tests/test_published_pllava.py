@@ -144,6 +144,31 @@ def test_image_llava_next_through_pllava_pooling_matches_hf(llava_next):
     assert model.cfg.family == "pllava"
 
 
+def test_separate_adapter_scaled_by_an_argument_over_a_published_checkpoint(published, tmp_path):
+    """lora_adapter= on a converted PLLaVA save, its adapter_config.json's alpha replaced by lora_scaling=."""
+    from safetensors.torch import save_file
+
+    checkpoint = published["pllava_4x"]
+    generator = torch.Generator().manual_seed(5)
+    factors, tensors = {}, {}
+    for layer in (0, 1):
+        module = f"language_model.model.layers.{layer}.self_attn.q_proj"
+        a, b = torch.randn(2, 64, generator=generator) / 8, torch.randn(64, 2, generator=generator) * 0.3
+        tensors[f"base_model.model.{module}.lora_A.weight"], tensors[f"base_model.model.{module}.lora_B.weight"] = a, b
+        factors[module] = (a, b)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 64, "target_modules": ["q_proj"], "bias": "none"}
+    ))
+    model = tl_video.HookedVideoTransformer.from_pretrained(checkpoint.folder, lora_adapter=adapter, lora_scaling=0.75)
+    hf = eager(hand_merged(checkpoint.reference, factors, 0.75, torch.float32))  # merged in memory, in float32
+    frames = random_video(43, frames=4, height=24, width=40)
+    check_parity(model, hf, model.processor.tokenizer, frames, checkpoint.folder, hf.config.pooling_shape,
+                 "published pllava_4x + adapter (lora_scaling)")
+
+
 def test_image_llava_next_without_pooling_shape_says_to_pass_it(llava_next):
     with pytest.raises(CheckpointError, match=r"config.json: .*LlavaNextForConditionalGeneration.* pass pooling_shape=\(8, 12, 12\)"):
         tl_video.HookedVideoTransformer.from_pretrained(llava_next.folder)

@@ -46,14 +46,16 @@ def load_pretrained(
     `lora_adapter` (a PEFT LoRA folder or hub id) is merged into the language model first.
     `pooling_shape=(T', h', w')` sets a PLLaVA checkpoint's pooling, and runs an image LLaVA-NeXT
     checkpoint on video through PLLaVA pooling. `lora_alpha` (scaling alpha / r) or `lora_scaling`
-    scale LoRA weights stored PEFT-wrapped in the checkpoint, or the `lora_adapter`, instead of an
-    adapter_config.json (`tl_video.loading.published_pllava`).
+    scale the `lora_adapter` when one is given, else LoRA weights stored PEFT-wrapped in the
+    checkpoint, instead of an adapter_config.json (`tl_video.loading.published_pllava`).
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__} {name_or_path!r}")
     options = _published_options(pooling_shape, lora_alpha, lora_scaling)
+    if lora_adapter is not None:  # the scaling arguments then scale the adapter, not weights in the checkpoint
+        options = {key: value for key, value in options.items() if key == "pooling_shape"}
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
     native = converted_checkpoint(folder, config, **options)  # published formats: a cached native copy
@@ -160,9 +162,11 @@ def image_frames_processor(folder: Path, tokenizer: Any) -> Any:
     PLLaVA (and the study) process video frames with a `CLIPImageProcessor` built from the
     checkpoint's preprocessor_config.json; the PIL one reproduces transformers-4.x CLIP processing.
     """
-    from transformers import LlavaProcessor
+    from transformers import AutoTokenizer, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+    if not hasattr(tokenizer, "convert_tokens_to_ids"):  # AutoProcessor gave the image processor alone
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     image_processor = CLIPImageProcessorPil.from_pretrained(folder)
     return LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, chat_template=getattr(tokenizer, "chat_template", None)
