@@ -204,6 +204,21 @@ def test_frames_are_prepared_as_internvl_prepares_them(checkpoints):
     assert max_diff(cache["hook_video_embed"][0], expected) <= 1e-5
 
 
+def test_a_clip_style_preprocessor_config_is_followed_shortest_edge_then_centre_crop(tmp_path):
+    """InternVL 1.5 folders' preprocessor_config.json (the study's frames): resize the short side, crop the centre."""
+    folder = save_published_internvl_chat(tmp_path / "clip", num_hidden_layers=1, with_preprocessor_config=True)
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    frames = random_video(2)  # 40 x 48: the short side goes to 64, the long one to int(76.8) = 76, then the centre 64
+    pixels = model.processor(text="<video>", videos=[frames], return_tensors="pt")["pixel_values"]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    resized = np.stack([np.asarray(Image.fromarray(frame).resize((76, 64), Image.BICUBIC)) for frame in frames])
+    left = (76 - 64) // 2
+    expected = torch.tensor(resized[:, :, left : left + 64]).float().div(255).permute(0, 3, 1, 2)
+    expected = (expected - mean[:, None, None]) / std[:, None, None]
+    assert pixels.shape == (4, 3, 64, 64)
+    assert max_diff(pixels, expected) < 0.05  # PIL's bicubic vs torchvision's: at most one intensity level
+
+
 def test_greedy_generation_crossing_the_original_length_matches_hf(checkpoints, tmp_path):
     """Prefill below `original_max_position_embeddings`, decoding past it: both switch to long factors then."""
     frames = random_video(4)

@@ -14,8 +14,10 @@ Phi3 has the same names).
 This module rewrites such a folder without running any of its code: renamed weights (InternViT's
 `qkv` split into q/k/v rows, the same dtype and shard files), a native `InternVLConfig` whose text
 config is a `Phi3Config` (LongRoPE moved into `rope_parameters`), and a native processor: the
-published tokenizer with InternVL's image tokens named, image and video processors resizing every
-frame to the published square size with ImageNet normalisation, and a chat template writing the
+published tokenizer with InternVL's image tokens named, image and video processors preparing every
+frame at the published size with ImageNet normalisation (a square resize as InternVL's chat does, or
+the folder's CLIP-style shortest-edge resize and centre crop when it carries a
+preprocessor_config.json, as the study's evaluation does), and a chat template writing the
 published `phi3-chat` conversation (`<|system|>\\n{system}<|end|><|user|>\\n...<|end|><|assistant|>\\n`)
 in which the video becomes InternVL's per-frame blocks `Frame{i}: <img><IMG_CONTEXT>*n</img>`
 (see `docs/families.md`).
@@ -84,7 +86,7 @@ def convert(source: Path, destination: Path, options: dict[str, Any]) -> None:
     tokenizer = _tokenizer(source, config)
     _write_weights(source, destination, config)
     _write_config(destination, config, text, tokenizer)
-    _write_processor(destination, config, tokenizer)
+    _write_processor(source, destination, config, tokenizer)
 
 
 def native_key(key: str) -> str | None:
@@ -328,8 +330,39 @@ def phi3_chat_template(system_message: str) -> str:
     )
 
 
-def _write_processor(destination: Path, config: dict[str, Any], tokenizer: Any) -> None:
-    """Native processors: each frame resized (bicubic) to the published square size, ImageNet-normalised."""
+def _frame_processing(source: Path, size: int, square: dict[str, Any]) -> dict[str, Any]:
+    """How each video frame is prepared: the folder's CLIP-style preprocessor_config.json if it has one, else a square.
+
+    InternVL's own chat code resizes every frame to size x size and ignores preprocessor_config.json;
+    the InternVL 1.5 folders carry a CLIP-style one (shortest edge to `size`, centre crop `crop_size`,
+    ImageNet mean/std), which is what the information-flow study's evaluation uses. When present it
+    is followed (so the frames are the study's), otherwise the square resize of InternVL's chat.
+    """
+    path = source / "preprocessor_config.json"
+    if not path.is_file():
+        return square
+    published = read_json_object(path)
+    if not published.get("do_center_crop"):
+        return {**square, "image_mean": published.get("image_mean", IMAGENET_MEAN), "image_std": published.get("image_std", IMAGENET_STD)}
+
+    def edge(value: Any, key: str) -> int:
+        return int(value.get(key) or value.get("height")) if isinstance(value, dict) else int(value)
+
+    shortest, crop = edge(published.get("size", size), "shortest_edge"), edge(published.get("crop_size", size), "height")
+    if crop != size:
+        raise CheckpointError(
+            f"{path}: crop_size {crop} differs from the model's image size {size} (config.json force_image_size); "
+            "the vision tower would see another grid than it was trained on: fix one of them"
+        )
+    return {
+        "size": {"shortest_edge": shortest}, "do_center_crop": True, "crop_size": {"height": crop, "width": crop},
+        "image_mean": published.get("image_mean", IMAGENET_MEAN), "image_std": published.get("image_std", IMAGENET_STD),
+        "resample": published.get("resample", 3),
+    }
+
+
+def _write_processor(source: Path, destination: Path, config: dict[str, Any], tokenizer: Any) -> None:
+    """Native processors: frames prepared as `_frame_processing` says; the phi3-chat template."""
     from transformers import GotOcr2ImageProcessor, InternVLProcessor, InternVLVideoProcessor
 
     template = config.get("template")
@@ -345,7 +378,7 @@ def _write_processor(destination: Path, config: dict[str, Any], tokenizer: Any) 
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessor(crop_to_patches=False, **common),
         tokenizer=tokenizer,
-        video_processor=InternVLVideoProcessor(**common),
+        video_processor=InternVLVideoProcessor(**_frame_processing(source, size, common)),
         image_seq_length=_image_seq_length(config),
         chat_template=chat_template,
     )
@@ -353,4 +386,4 @@ def _write_processor(destination: Path, config: dict[str, Any], tokenizer: Any) 
     processor.save_pretrained(destination)
 
 
-PUBLISHED_INTERNVL_CHAT = PublishedFormat(name="internvl_chat", accepts=accepts, convert=convert, version=1)
+PUBLISHED_INTERNVL_CHAT = PublishedFormat(name="internvl_chat", accepts=accepts, convert=convert, version=2)

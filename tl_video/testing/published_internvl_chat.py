@@ -59,6 +59,7 @@ def save_published_internvl_chat(
     patch_size: int = 8,
     num_shards: int = 2,
     system_message: str | None = None,
+    with_preprocessor_config: bool = False,
 ) -> Path:
     """Write a published-layout InternVL-Chat checkpoint with a Phi-3 LM (LongRoPE) into `folder`.
 
@@ -66,6 +67,8 @@ def save_published_internvl_chat(
     LongRoPE switches to its long factors once a forward pass reaches position
     `original_max_position_embeddings`; set it small (e.g. 64) to exercise them on a short video.
     `system_message` is written to config.json (newer InternVL configs carry one); None leaves it out.
+    `with_preprocessor_config` adds the CLIP-style preprocessor_config.json of the InternVL 1.5
+    folders (shortest edge to the image size, centre crop, ImageNet mean/std, bicubic).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,6 +163,13 @@ def save_published_internvl_chat(
     _save_sharded(folder, state, num_shards)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(folder)
+    if with_preprocessor_config:
+        preprocessor = {
+            "crop_size": image_size, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": image_size,
+        }
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
     for name in REMOTE_CODE:
         (folder / name).write_text(f'raise RuntimeError("{name}: remote code of the published checkpoint must never run")\n')
     return folder
