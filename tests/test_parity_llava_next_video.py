@@ -18,6 +18,7 @@ from tests.parity import (
     prepare_with_reference,
 )
 from tests.tolerances import FUSED_VS_EAGER_FP32
+from tl_video.loading import CheckpointError
 from tl_video.testing import save_tiny_llava_next_video
 
 
@@ -28,13 +29,31 @@ def test_logits_residuals_and_patterns_match_hf(tiny_checkpoints, variant):
     assert_matches_hf(model, hf, prepared, processed, where=f"llava_next_video {variant}")
 
 
-def test_explicit_head_dim_matches_hf(tmp_path):
-    """A Llama LM whose config gives head_dim (4 heads of 32 over a 64-wide residual, GQA)."""
-    folder = save_tiny_llava_next_video(tmp_path / "wide_heads", head_dim=32, num_key_value_heads=2)
+# Released shapes beyond conftest's variants, each a saved checkpoint built here.
+RELEASED_VARIANTS = {
+    # a Llama LM whose config gives head_dim: 4 heads of 32 over a 64-wide residual, GQA
+    "wide_heads": {"head_dim": 32, "num_key_value_heads": 2},
+    # LLaVA-NeXT-Video-7B-32K-hf: Mistral-7B-Instruct-v0.2 LM (model_type mistral, null sliding window)
+    "mistral_32k": {"text_fields": {
+        "model_type": "mistral", "sliding_window": None, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
+    }},
+}
+
+
+@pytest.mark.parametrize("variant", list(RELEASED_VARIANTS))
+def test_released_shapes_match_hf(tmp_path, variant):
+    folder = save_tiny_llava_next_video(tmp_path / variant, **RELEASED_VARIANTS[variant])
     model, hf, processor = load_pair(folder)
-    assert (model.cfg.n_heads, model.cfg.d_head, model.cfg.d_model) == (4, 32, 64)
+    assert model.cfg.d_model == 64 and model.cfg.d_head == RELEASED_VARIANTS[variant].get("head_dim", 16)
+    assert type(hf.model.language_model).__name__ == ("MistralModel" if variant == "mistral_32k" else "LlamaModel")
     prepared, processed = prepare_with_reference(model, processor, random_video(1))
-    assert_matches_hf(model, hf, prepared, processed, where="llava_next_video wide_heads")
+    assert_matches_hf(model, hf, prepared, processed, where=f"llava_next_video {variant}")
+
+
+def test_mistral_sliding_window_in_use_is_refused(tmp_path):
+    folder = save_tiny_llava_next_video(tmp_path / "mistral", text_fields={"model_type": "mistral", "sliding_window": 16})
+    with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[0, 1\] \(window 16 tokens\).*sliding_window=null"):
+        tl_video.HookedVideoTransformer.from_pretrained(folder)
 
 
 def test_video_tokens_equal_hf_video_features(tiny_checkpoint):

@@ -19,24 +19,30 @@ def refuse_sliding_window(text_config: Any) -> None:
     """A Qwen2/Qwen2.5 LM whose sliding-window layers can mask anything is refused (full attention only).
 
     Released checkpoints write `sliding_window` with `use_sliding_window: false` (every layer
-    `full_attention` in `layer_types`), or a window no shorter than the context: both are accepted.
+    `full_attention` in `layer_types`), a null window (Mistral-7B-Instruct-v0.2), or a window no
+    shorter than the context: all accepted.
     """
     window = getattr(text_config, "sliding_window", None)
-    sliding = [i for i, kind in enumerate(getattr(text_config, "layer_types", None) or []) if kind != "full_attention"]
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types is None:  # Mistral: a non-null window applies to every layer
+        layer_types = ["full_attention" if window is None else "sliding_attention"] * text_config.num_hidden_layers
+    sliding = [i for i, kind in enumerate(layer_types) if kind != "full_attention"]
     if sliding and (window is None or window < text_config.max_position_embeddings):
+        fix = "use_sliding_window=false" if hasattr(text_config, "use_sliding_window") else "sliding_window=null"
         raise CheckpointError(
             f"the {text_config.model_type} language model uses sliding-window attention in layers {sliding[:8]} "
-            f"(use_sliding_window, window {window}); tl_video implements full causal attention only. Set "
-            "use_sliding_window=false in config.json if the window exceeds your inputs."
+            f"(window {window} tokens); tl_video implements full causal attention only. If the window exceeds "
+            f"your inputs, set {fix} in config.json's text config."
         )
 
 
 def llama_config_fields(text_config: Any) -> dict[str, Any]:
-    """VideoTransformerConfig fields of a Llama/Vicuna/Qwen2/Qwen3-style HF text config.
+    """VideoTransformerConfig fields of a Llama/Vicuna/Mistral/Qwen2/Qwen3-style HF text config.
 
     `d_head` is the config's `head_dim` when it has one (as HF's Llama, Qwen2, Qwen3 attention
     read it: heads x head_dim need not be the hidden size), else hidden_size / num_heads.
     """
+    refuse_sliding_window(text_config)
     n_heads = text_config.num_attention_heads
     d_head = getattr(text_config, "head_dim", None) or text_config.hidden_size // n_heads
     rope = dict(getattr(text_config, "rope_parameters", None) or {})

@@ -52,6 +52,7 @@ def save_tiny_llava_next_video(
     vision_feature_layer: int = -2,
     widen_init: bool = True,
     extra_config: dict[str, Any] | None = None,
+    text_fields: dict[str, Any] | None = None,
     **lm: Unpack[LMOptions],
 ) -> Path:
     """Build, randomly initialise and `save_pretrained` a tiny LLaVA-NeXT-Video model + processor.
@@ -61,7 +62,8 @@ def save_tiny_llava_next_video(
     reads an explicit `head_dim`). `tokenizer` replaces the byte-level one (it must hold the
     `SPECIAL_TOKENS` and `<video>`, `<image>`); `widen_init=False` keeps transformers' own
     initialisation (std 0.02, for training); `extra_config` entries are stored as extra fields of
-    config.json (e.g. `num_frames`).
+    config.json (e.g. `num_frames`); `text_fields` are further text config fields (e.g.
+    `{"model_type": "mistral", "sliding_window": None}`, the Mistral LM of LLaVA-NeXT-Video-7B-32K).
     """
     if tokenizer is None:
         tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, ["<video>", "<image>"], VICUNA_VIDEO_TEMPLATE, with_chat_template)
@@ -70,10 +72,11 @@ def save_tiny_llava_next_video(
         if with_chat_template and not tokenizer.chat_template:
             tokenizer.chat_template = VICUNA_VIDEO_TEMPLATE
     options = lm_options(lm, num_key_value_heads=4)
-    text = text_config(
-        tokenizer, options, bos=True, model_type="llama", attention_bias=attention_bias, rms_norm_eps=1e-5,
-        rope_parameters=rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
-    )
+    llama = {
+        "model_type": "llama", "attention_bias": attention_bias, "rms_norm_eps": 1e-5,
+        "rope_parameters": rope_parameters or {"rope_type": "default", "rope_theta": 10000.0},
+    }
+    text = text_config(tokenizer, options, bos=True, **(llama | (text_fields or {})))
     vision_config = CLIPVisionConfig(
         hidden_size=vision_hidden_size,
         intermediate_size=vision_intermediate_size,

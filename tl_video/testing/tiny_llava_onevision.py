@@ -56,10 +56,11 @@ def save_tiny_llava_onevision(
     """
     tokenizer, template = chat_tokenizer(SPECIAL_TOKENS, EXTRA_TOKENS, ONEVISION_TEMPLATE, with_chat_template)
     options = lm_options(lm)
-    text = text_config(
-        tokenizer, options, model_type="qwen2", rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-        rms_norm_eps=1e-6, use_sliding_window=False, **(text_fields or {}),
-    )
+    qwen2 = {
+        "model_type": "qwen2", "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        "rms_norm_eps": 1e-6, "use_sliding_window": False,
+    }
+    text = text_config(tokenizer, options, **(qwen2 | (text_fields or {})))
     vision_config = SiglipVisionConfig(
         hidden_size=32,
         intermediate_size=64,
