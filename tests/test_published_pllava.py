@@ -40,6 +40,8 @@ FORMATS = {
     "pllava_4x": ({}, {}, None),
     "llava_arch_5x": ({"architecture": "LlavaForConditionalGeneration", "layout": "5.x"}, {}, None),
     "pllava_4x_pooling_override": ({}, {"pooling_shape": (2, 3, 3)}, None),
+    "llava_arch_5x_pooling_override": ({"architecture": "LlavaForConditionalGeneration", "layout": "5.x"},
+                                       {"pooling_shape": (2, 2, 2)}, None),  # native folder: no conversion
     "pllava_peft_lora_alpha": ({"lora": LORA}, {"lora_alpha": 8.0}, 8.0 / 4),
     "pllava_peft_lora_scaling": ({"lora": LORA, "layout": "5.x"}, {"lora_scaling": 0.5}, 0.5),
     "llava_arch_peft_adapter_config": (
@@ -246,3 +248,31 @@ def test_pllava_config_saved_as_differences_from_defaults_gets_them_back(tmp_pat
     assert (native["pooling_shape"], native["pooling_method"], native["use_pooling"]) == ([8, 16, 16], "avg", True)
     assert (native["image_token_index"], native["vision_feature_layer"], native["vision_config"]["image_size"]) == (32000, -2, 336)
     assert native_config(tmp_path, config, (8, 12, 12))["pooling_shape"] == [8, 12, 12]
+
+
+def test_lora_only_save_without_base_weights_is_refused(published, tmp_path):
+    """A PLLaVA save of the LoRA factors and projector alone (no base_layer weights) names the missing base."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(published["pllava_peft_lora_alpha"].folder, tmp_path / "lora_only")
+    for shard in sorted(folder.glob("model-*.safetensors")):
+        tensors = {key: value for key, value in load_file(shard).items() if ".base_layer." not in key}
+        save_file(tensors, shard, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"without both base_layer and lora_A/lora_B weights.*save the whole"):
+        tl_video.HookedVideoTransformer.from_pretrained(folder, lora_alpha=8.0)
+
+
+def test_bfloat16_load_of_a_peft_wrapped_save_stays_close_to_float32(published):
+    from tests.tolerances import LOGITS_BF16_VS_FP32
+
+    folder = published["pllava_peft_lora_alpha"].folder
+    exact = tl_video.HookedVideoTransformer.from_pretrained(folder, lora_alpha=8.0)
+    half = tl_video.HookedVideoTransformer.from_pretrained(folder, lora_alpha=8.0, dtype=torch.bfloat16)
+    frames = random_video(44, frames=4, height=24, width=40)
+    with torch.no_grad():
+        ours = half(half.prepare(video=frames, prompt=PROMPT).tokens)
+        reference = exact(exact.prepare(video=frames, prompt=PROMPT).tokens)
+    assert ours.dtype == torch.bfloat16
+    assert max_diff(ours, reference) <= LOGITS_BF16_VS_FP32
