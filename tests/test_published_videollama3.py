@@ -38,7 +38,9 @@ from tests.oracles import max_diff
 from tests.parity import PROMPT, assert_greedy_matches_hf, assert_matches_hf, prepare_with_reference
 from tests.tolerances import LOGITS_BF16_VS_FP32
 from tl_video.loading import CheckpointError
-from tl_video.testing.published_videollama3 import save_published_videollama3
+from tl_video.loading.published_videollama3 import native_chat_template
+from tl_video.testing import build_byte_tokenizer
+from tl_video.testing.published_videollama3 import PUBLISHED_CHAT_TEMPLATE, save_published_videollama3
 
 VARIANTS = {
     "7b_layout": {},  # untied, token compression on, 2 shards (as VideoLLaMA3-7B)
@@ -159,7 +161,8 @@ def test_prompt_equals_what_the_published_model_sees(tmp_path, default_system):
     tokenizer = AutoTokenizer.from_pretrained(folder, config=Qwen2Config(), trust_remote_code=False)  # published template
     content = {"type": "video", "num_frames": FRAMES, "timestamps": [float(t) for t in range(FRAMES)]}
     text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": [content, {"type": "text", "text": PROMPT}]}], tokenize=False, add_generation_prompt=True
+        [{"role": "user", "content": [content, {"type": "text", "text": PROMPT}]}], tokenize=False, add_generation_prompt=True,
+        image_token="<image>",  # what the published processor passes to its template
     )
     assert text.count("<image>") == FRAMES and "Time 0.0s:<image>,Time 1.0s:<image>," in text
     assert ("<|im_start|>system\n" in text) == (default_system is not None)
@@ -301,3 +304,48 @@ def test_bfloat16_load_is_as_close_to_hf_float32_as_expected(checkpoints):
         ours, exact = model(prepared.tokens), hf(**processed).logits
     assert ours.dtype == torch.bfloat16
     assert max_diff(ours, exact) <= LOGITS_BF16_VS_FP32
+
+
+MULTILINE_TEMPLATE = """
+{% for message in messages %}
+    {{- '<|im_start|>' + message['role'] + '\\n' -}}
+    {% for content in message['content'] %}
+        {% if content['type'] == 'video' %}
+            {% for i in range(content['num_frames']) %}
+                {{- 'Time ' + content['timestamps'][i] | round(1) | string + 's:' -}}
+                {% if i < content['num_frames'] - 1 %}
+                    {{- '<image>,' -}}
+                {% else %}
+                    {{- '<image>\\n' -}}
+                {% endif %}
+            {% endfor %}
+        {% elif content['type'] == 'text' %}
+            {{- content['text'] -}}
+        {% endif %}
+    {% endfor %}
+    {{- '<|im_end|>\\n' -}}
+{% endfor %}
+{% if add_generation_prompt %}{{- '<|im_start|>assistant\\n' -}}{% endif %}
+"""
+
+
+@pytest.mark.parametrize(
+    "template",
+    [PUBLISHED_CHAT_TEMPLATE.replace("image_token + '", "'<image>"), MULTILINE_TEMPLATE],
+    ids=["literal_image_token", "multiline_whitespace_control"],
+)
+def test_published_template_variants_convert_to_one_placeholder(template):
+    """Whatever the template's spelling, the converted one renders the published text once expanded."""
+    tokenizer = build_byte_tokenizer({"eos_token": "<|im_end|>"}, ["<|im_start|>", "<|image_pad|>", "<|video_pad|>", "<image>"])
+    tokenizer.chat_template = template
+    native = native_chat_template(Path("published"), tokenizer)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q?"}]}],
+        chat_template=native, tokenize=False, add_generation_prompt=True,
+    )
+    published = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video", "num_frames": 2, "timestamps": [0.0, 2.0]}, {"type": "text", "text": "Q?"}]}],
+        tokenize=False, add_generation_prompt=True, image_token="<image>",
+    )
+    assert "<|im_start|>user\n<|video_pad|>\nQ?<|im_end|>\n<|im_start|>assistant\n" in rendered
+    assert rendered == published.replace("Time 0.0s:<image>,Time 2.0s:<image>", "<|video_pad|>")

@@ -218,7 +218,8 @@ def native_chat_template(source: Path, tokenizer: Any) -> str:
         count=1,
         flags=re.DOTALL,
     )
-    rewritten = "{%- set image_token = '<|image_pad|>' -%}" + rewritten.replace("'<image>", "'<|image_pad|>")
+    # the image branch: the published processor passes `image_token` ("<image>") or the template spells it out
+    rewritten = re.sub(r"\bimage_token\b", "'<|image_pad|>'", rewritten).replace("'<image>", "'<|image_pad|>")
     for candidate in (rewritten, NATIVE_CHAT_TEMPLATE):
         if _renders_as_published(tokenizer, published, candidate):
             return candidate

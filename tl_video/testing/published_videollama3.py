@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 from tl_video.testing.tokenizer import build_byte_tokenizer
 
-# VideoLLaMA3's published ChatML template (videollama3/model/processor.py), literal <image> placeholders.
+# VideoLLaMA3's published ChatML template (as its remote processor renders it: `image_token` is passed in
+# by `Videollama3Qwen2Processor.apply_chat_template`, "<image>" by default).
 PUBLISHED_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'stream' %}{% set identifier = 'stream' %}{% else %}{% set identifier = 'im' %}{% endif %}"
@@ -34,11 +35,12 @@ PUBLISHED_CHAT_TEMPLATE = (
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
     "{% if 'time' in content %}{{- 'Time ' + content['time'] | round(1) | string + 's: ' -}}{% endif %}"
-    "{{- '<image>\\n' -}}"
+    "{{- image_token + '\\n' -}}"
     "{% elif content['type'] == 'video' or 'video' in content or 'video_url' in content %}"
     "{% for i in range(content['num_frames']) %}"
-    "{% if 'timestamps' in content %}{{- 'Time ' + content['timestamps'][i] | round(1) | string + 's:' -}}{% endif %}"
-    "{% if i < content['num_frames'] - 1 %}{{- '<image>,' -}}{% else %}{{- '<image>\\n' -}}{% endif %}"
+    "{% if 'timestamps' in content and content['timestamps']|length > 0 %}"
+    "{{- 'Time ' + content['timestamps'][i] | round(1) | string + 's:' -}}{% endif %}"
+    "{% if i < content['num_frames'] - 1 %}{{- image_token + ',' -}}{% else %}{{- image_token + '\\n' -}}{% endif %}"
     "{% endfor %}"
     "{% elif content['type'] == 'text' or 'text' in content %}{{- content['text'] -}}{% endif %}"
     "{% endfor %}{{- '<|' + identifier + '_end|>\\n' -}}{% endif %}"
