@@ -52,7 +52,7 @@ def test_released_shapes_match_hf(tmp_path, variant):
 
 def test_mistral_sliding_window_in_use_is_refused(tmp_path):
     folder = save_tiny_llava_next_video(tmp_path / "mistral", text_fields={"model_type": "mistral", "sliding_window": 16})
-    with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[0, 1\] \(window 16 tokens\).*sliding_window=null"):
+    with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[0, 1\] \(a sliding window of 16 tokens\).*sliding_window=null"):
         tl_video.HookedVideoTransformer.from_pretrained(folder)
 
 

@@ -31,7 +31,7 @@ def refuse_sliding_window(text_config: Any) -> None:
         fix = "use_sliding_window=false" if hasattr(text_config, "use_sliding_window") else "sliding_window=null"
         raise CheckpointError(
             f"the {text_config.model_type} language model uses sliding-window attention in layers {sliding[:8]} "
-            f"(window {window} tokens); tl_video implements full causal attention only. If the window exceeds "
+            f"(a sliding window of {window} tokens); tl_video implements full causal attention only. If the window exceeds "
             f"your inputs, set {fix} in config.json's text config."
         )
 
