@@ -78,7 +78,11 @@ def accepts_folder(config: dict[str, Any], folder: Path) -> bool:
     architectures = config.get("architectures") or []
     if LLAVA_ARCHITECTURE not in architectures or "pooling_shape" not in config:
         return False
-    return any(_is_peft_tensor(key) for keys in weight_names(folder).values() for key in keys)
+    try:
+        names = weight_names(folder)
+    except Exception:  # an unreadable file: check_weight_files names it when the folder loads as it is
+        return False
+    return any(_is_peft_tensor(key) for keys in names.values() for key in keys)
 
 
 def weight_names(folder: Path) -> dict[str, list[str]]:
