@@ -349,3 +349,8 @@ def test_published_template_variants_convert_to_one_placeholder(template):
     )
     assert "<|im_start|>user\n<|video_pad|>\nQ?<|im_end|>\n<|im_start|>assistant\n" in rendered
     assert rendered == published.replace("Time 0.0s:<image>,Time 2.0s:<image>", "<|video_pad|>")
+
+
+def test_conversion_options_of_other_formats_are_refused(checkpoints):
+    with pytest.raises(CheckpointError, match=r"takes no conversion options, got \['pooling_shape'\]"):
+        tl_video.HookedVideoTransformer.from_pretrained(checkpoints["7b_layout"], pooling_shape=(2, 2, 2))

@@ -80,6 +80,11 @@ def accepts(config: dict[str, Any]) -> bool:
 
 def convert(source: Path, destination: Path, options: dict[str, Any]) -> None:
     """Write the native checkpoint of the published folder `source` into the empty folder `destination`."""
+    if options:
+        raise CheckpointError(
+            f"{source}: a VideoLLaMA3 checkpoint takes no conversion options, got {sorted(options)}; "
+            "drop them (they belong to PLLaVA-format checkpoints)"
+        )
     config = read_json_object(source / "config.json")
     vision = _vision_config(source, config)
     _check_projector(source, config)

@@ -11,6 +11,9 @@ the kept (frame, row, col); disable pruning with `model.frontend.token_pruning =
 `use_token_compression` of the video processor). The LM is Qwen2 (q/k/v biases), 1D RoPE, no
 extra residual writes.
 
+DAMO's own published format (`Videollama3Qwen2ForCausalLM`, e.g. DAMO-NLP-SG/VideoLLaMA3-7B) is
+converted into this one first (`tl_video/loading/published_videollama3.py`).
+
 Known divergences: none in fp32. Without `video_metadata` HF assumes 1 fps for the timestamps
 (and warns); `prepare` passes frames only, so timestamps read "Time 0.0s", "Time 1.0s", ....
 """
