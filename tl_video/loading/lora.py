@@ -87,8 +87,8 @@ class LoraScaling:
 
 @torch.no_grad()
 def merged_weight(
-    weight: Float[torch.Tensor, "out in"], a: Float[torch.Tensor, "r in"], b: Float[torch.Tensor, "out r"], scale: float
-) -> Float[torch.Tensor, "out in"]:
+    weight: Float[torch.Tensor, "d_out d_in"], a: Float[torch.Tensor, "rank d_in"], b: Float[torch.Tensor, "d_out rank"], scale: float
+) -> Float[torch.Tensor, "d_out d_in"]:
     """W + scale * B A computed in float32, returned in W's dtype (PEFT's merge, without peft)."""
     delta = (b.to(torch.float32) @ a.to(torch.float32)) * scale
     return (weight.to(torch.float32) + delta.to(weight.device)).to(weight.dtype)
