@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -108,21 +108,23 @@ def _knocked_rows(
 
 def knockout_estimates(
     model: Any, prepared: PreparedInput, specs: Sequence[KnockoutSpec], token: int, link: str = "log_odds"
-) -> tuple[Float[torch.Tensor, "spec"], float]:
-    """First-order change of log p(`token`) at the last position under each spec, from one forward and
-    one backward pass; and the clean log p(`token`). A spec that blocks no causal edge gets exactly 0.
+) -> tuple[Float[torch.Tensor, "spec layer"], float]:
+    """Per spec and layer, the first-order change of the linearised metric (`link` of p(`token`) at the last
+    position) from that layer's blocked edges, from one forward and one backward pass; and its clean value.
 
-    Each spec's estimate is Σ over its blocked layers of ⟨∂ log p/∂A_l, ΔA_l⟩ (heads, rows, keys), ΔA_l
-    from the clean scores and pattern (see `pattern_change`). Multiply by 100 for a relative change in percent.
+    Entry [s, l] is ⟨∂m/∂A_l, ΔA_l⟩ (summed over heads, rows, keys), ΔA_l from the clean scores and pattern
+    (see `pattern_change`); a spec's estimate is the sum over its layers (`.sum(-1)`), and a layer it
+    leaves open, or where it blocks no causal edge, contributes exactly 0.
     """
     n_layers = model.cfg.n_layers
     work: dict[int, list[tuple[int, torch.Tensor]]] = {}  # layer -> (spec index, blocked matrix)
     for index, spec in enumerate(specs):
         for layer, matrix in blocked_edges_by_layer(spec, prepared.layout, n_layers).items():
             work.setdefault(layer, []).append((index, matrix))
-    totals = torch.zeros(len(specs), dtype=torch.float64)
+    out = torch.zeros(len(specs), n_layers, dtype=torch.float64)
     leaf: list[torch.Tensor] = []
     scores: dict[int, torch.Tensor] = {}
+    rows = _BlockedRows(model.W_E.device)
 
     def make_leaf(resid: torch.Tensor, hook: Any) -> torch.Tensor:
         leaf.append(resid.detach().requires_grad_(True))  # the graph starts here; no parameter gradient
@@ -139,11 +141,11 @@ def knockout_estimates(
 
             def on_gradient(gradient: torch.Tensor) -> None:
                 layer_scores = scores.pop(layer)
-                contracted: dict[int, torch.Tensor] = {}  # one contraction per distinct blocked matrix
+                contracted: dict[int, float] = {}  # one contraction per distinct blocked matrix
                 for index, matrix in work[layer]:
                     if id(matrix) not in contracted:
-                        contracted[id(matrix)] = _contract(layer_scores, clean, gradient[0], matrix.to(clean.device))
-                    totals[index] += contracted[id(matrix)].cpu()
+                        contracted[id(matrix)] = _contract(layer_scores, clean, gradient[0], *rows(matrix))
+                    out[index, layer] = contracted[id(matrix)]
 
             pattern.register_hook(on_gradient)
             return pattern
@@ -160,22 +162,39 @@ def knockout_estimates(
         value = LINKS[link](logits.to(torch.promote_types(logits.dtype, torch.float32)), token)
         if work:
             torch.autograd.grad(value, leaf)
-    return totals, float(value.detach())
+    return out, float(value.detach())
+
+
+class _BlockedRows:
+    """Per blocked matrix (shared between the layers that block the same edges): the query rows with a
+    blocked causal edge and their blocked keys, on the model's device, found once."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.keep: list[torch.Tensor] = []  # holds the matrices, so their ids stay unique
+
+    def __call__(self, matrix: Bool[torch.Tensor, "query_pos key_pos"]) -> tuple[torch.Tensor, torch.Tensor]:
+        if id(matrix) not in self.found:
+            blocked = matrix.to(self.device) & _causal(matrix.shape[0], self.device)
+            rows = torch.nonzero(blocked.any(-1)).flatten()
+            self.found[id(matrix)] = (rows, blocked[rows])
+            self.keep.append(matrix)
+        return self.found[id(matrix)]
 
 
 def _contract(
     scores: Float[torch.Tensor, "head query_pos key_pos"],
     pattern: Float[torch.Tensor, "head query_pos key_pos"],
     gradient: Float[torch.Tensor, "head query_pos key_pos"],
-    blocked: Bool[torch.Tensor, "query_pos key_pos"],
-) -> Float[torch.Tensor, ""]:
-    """⟨gradient, ΔA⟩ over the rows with a blocked causal edge (the only rows ΔA is nonzero in)."""
-    blocked = blocked & _causal(blocked.shape[0], blocked.device)
-    rows = torch.nonzero(blocked.any(-1)).flatten()
+    rows: Int[torch.Tensor, "rows"],
+    blocked: Bool[torch.Tensor, "rows key_pos"],
+) -> float:
+    """⟨gradient, ΔA⟩ over the rows with a blocked causal edge (the only rows where ΔA is nonzero)."""
     if rows.numel() == 0:
-        return torch.zeros((), dtype=torch.float64)
-    change = _knocked_rows(scores[:, rows], blocked[rows]).double() - pattern[:, rows].double()
-    return (gradient[:, rows].double() * change).sum()
+        return 0.0
+    change = _knocked_rows(scores[:, rows], blocked) - pattern[:, rows].float()
+    return float((gradient[:, rows].float() * change).sum(dtype=torch.float64))
 
 
 def _causal(n: int, device: torch.device) -> Bool[torch.Tensor, "query_pos key_pos"]:
@@ -295,24 +314,27 @@ def knockout_attribution(
     rows, exact_rows, clean, ids, flows = [], [], [], [], None
     seconds = {"attribution": 0.0, "exact": 0.0} if exact else {"attribution": 0.0}
     for scored in tqdm(_scored(model, examples, options), desc="attribution", unit="example", disable=not progress):
-        by_layer = single_layer_specs(scored.prepared, options, layers, n_layers)
-        flows = flows or [flow for flow, _ in by_layer[0]]
-        specs = [spec for by_flow in by_layer for _, spec in by_flow]  # layer-major
-        applies = np.array([blocked_edge_count(spec, scored.prepared.layout, n_layers)[0] is not None for spec in specs])
-        token = METRIC_TOKENS[metric](scored)
+        layout, token = scored.prepared.layout, METRIC_TOKENS[metric](scored)
+        by_flow = flow_specs(scored.prepared, options, layers)
+        flows = flows or [flow for flow, _ in by_flow]
+        applies = np.array([blocked_edge_count(spec, layout, n_layers)[0] is not None for _, spec in by_flow])
         start = time.perf_counter()
-        deltas, value = knockout_estimates(model, scored.prepared, specs, token, link)
+        per_layer, value = knockout_estimates(
+            model, scored.prepared, [spec for (_, spec), ok in zip(by_flow, applies) if ok], token, link)
         seconds["attribution"] += time.perf_counter() - start
-        rows.append(_grid(np.where(applies, deltas.double().numpy(), np.nan), len(layers)))
+        grid = np.full((len(by_flow), len(layers)), np.nan)
+        grid[applies] = per_layer[:, layers].numpy()
+        rows.append(grid)
         if exact:
             start = time.perf_counter()
-            chosen = [spec for spec, ok in zip(specs, applies) if ok]
-            p_new = knockout_probabilities(model, scored.prepared, chosen)[:, token].double().numpy()
+            single = [spec for layer in layers
+                      for (_, spec), ok in zip(flow_specs(scored.prepared, options, (layer,)), applies) if ok]
+            p_new = knockout_probabilities(model, scored.prepared, single)[:, token].double().numpy()
             seconds["exact"] += time.perf_counter() - start
             base = float(scored.probabilities[token])
-            flat = np.full(len(specs), np.nan)
-            flat[applies] = (p_new - base) / base * 100.0
-            exact_rows.append(_grid(flat, len(layers)))
+            grid = np.full((len(by_flow), len(layers)), np.nan)
+            grid[applies] = ((p_new - base) / base * 100.0).reshape(len(layers), -1).T  # layer-major -> [flow, layer]
+            exact_rows.append(grid)
         clean.append(value)
         ids.append(scored.example.example_id)
     if not rows:
@@ -323,21 +345,13 @@ def knockout_attribution(
     )
 
 
-def single_layer_specs(
-    prepared: PreparedInput, options: FlowOptions, layers: Sequence[int], n_layers: int
-) -> list[list[tuple[tuple[str, str], KnockoutSpec]]]:
-    """Per layer, ((preset, label), spec) for every flow of `options` blocked in that layer alone."""
-    out = []
-    for layer in layers:
-        by_flow = [((name, spec.label), spec) for name in options.presets for spec in preset(name, prepared.layout, (layer,))]
-        by_flow += [((USER_PRESET, flow.label), flow.spec((layer,))) for flow in options.specs]
-        out.append(by_flow)
-    return out
-
-
-def _grid(flat: Float[np.ndarray, "spec"], n_layers: int) -> Float[np.ndarray, "flow layer"]:
-    """Layer-major spec values -> [flow, layer]."""
-    return flat.reshape(n_layers, -1).T
+def flow_specs(
+    prepared: PreparedInput, options: FlowOptions, layers: Sequence[int]
+) -> list[tuple[tuple[str, str], KnockoutSpec]]:
+    """((preset, label), spec) for every flow of `options` (presets, then user flows), blocked in `layers`."""
+    layers = tuple(layers)
+    out = [((name, spec.label), spec) for name in options.presets for spec in preset(name, prepared.layout, layers)]
+    return out + [((USER_PRESET, flow.label), flow.spec(layers)) for flow in options.specs]
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
