@@ -59,15 +59,16 @@ def load_pretrained(
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
     native = converted_checkpoint(folder, config, **options)  # published formats: a cached native copy
-    if native != folder:
+    source, converted = folder, native != folder
+    if converted:
         folder, config = native, read_config(native)
-    elif lora_adapter is None and ("lora_alpha" in options or "lora_scaling" in options):
-        raise CheckpointError(
-            f"{folder} holds no PEFT-wrapped LoRA weights; lora_alpha=/lora_scaling= scale those or a lora_adapter= "
-            "folder, so drop the argument or pass the adapter"
-        )
     check_remote_code(folder, config, trust_remote_code)
     family = family_for(config, str(folder))
+    if ("lora_alpha" in options or "lora_scaling" in options) and (not converted or family.name != "pllava"):
+        raise CheckpointError(
+            f"{source} holds no PEFT-wrapped LoRA weights; lora_alpha=/lora_scaling= scale those or a lora_adapter= "
+            "folder, so drop the argument or pass the adapter"
+        )
     if pooling_shape is not None and family.name != "pllava":
         raise CheckpointError(
             f"{folder}/config.json: pooling_shape= applies to PLLaVA-pooled LLaVA checkpoints (and image LLaVA-NeXT "
