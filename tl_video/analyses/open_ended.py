@@ -188,15 +188,16 @@ def run_open_ended(
         previous = sink.get(f"baseline/{example.example_id}")
         if previous is not None and not previous["selected"]:
             continue
-        prepared = prepare_for_study(model, example, options)
-        base = answer(model, prepared, options)
-        task = example.task or "all"
-        record = _baseline_record(example, task, base, options, model, prepared)
-        if previous is None:
-            sink.append(record)
-        if record["selected"]:
-            configs = flow_configs(options, prepared.layout, centres, n_layers, k)
-            _sweep(model, example.example_id, task, prepared, base, record, configs, options, sink, k)
+        with model.video_bank.scope():  # the bank holds one example's video at a time
+            prepared = prepare_for_study(model, example, options)
+            base = answer(model, prepared, options)
+            task = example.task or "all"
+            record = _baseline_record(example, task, base, options, model, prepared)
+            if previous is None:
+                sink.append(record)
+            if record["selected"]:
+                configs = flow_configs(options, prepared.layout, centres, n_layers, k)
+                _sweep(model, example.example_id, task, prepared, base, record, configs, options, sink, k)
     return OpenEndedResult(sink.header, list(sink.records))
 
 

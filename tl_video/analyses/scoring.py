@@ -141,23 +141,25 @@ def scored_examples(
     """Score each example, write its baseline record to ``sink``, and yield the selected ones.
 
     Examples whose baseline record is already in ``sink`` (a resumed run) are re-scored only if
-    selected, so resuming never changes the example set.
+    selected, so resuming never changes the example set. Each example's videos (and any the caller
+    prepares while holding it, e.g. a corrupted copy) live in a `video_bank.scope()` that ends when the
+    next example is requested, so the bank never holds more than one example's videos.
     """
     if not examples:
         raise ValueError("no examples to analyse")
     for example in tqdm(examples, desc=desc, unit="example", disable=not progress, leave=False):
         key = f"baseline/{example.example_id}"
         previous = None if sink is None else sink.get(key)
-        if previous is not None:
-            if not previous["selected"]:
-                continue
-            yield score_example(model, example, options)
+        if previous is not None and not previous["selected"]:
             continue
-        scored = score_example(model, example, options)
-        selected = is_selected(scored, options.samples)
-        if sink is not None:
-            sink.append(scored.baseline_record(selected))
-        if selected:
+        with model.video_bank.scope():
+            scored = score_example(model, example, options)
+            if previous is None:
+                selected = is_selected(scored, options.samples)
+                if sink is not None:
+                    sink.append(scored.baseline_record(selected))
+                if not selected:
+                    continue
             yield scored
 
 
