@@ -1,19 +1,20 @@
-"""Gradient knockout attribution vs the exact sweep: speed ratio and Spearman rho.
+"""Gradient knockout attribution over every flow x layer vs the exact sweep: speed ratio and Spearman rho.
 
-HOOK for `benchmarks/attribution_vs_exact.py` (written separately). Until that script exists this
-case prints one `PENDING` line and no BENCH line, so the run's BENCH lines never claim a result
-that was not measured.
+The measurement itself lives in `benchmarks/attribution_vs_exact.py` (`bench_attribution`,
+`bench_lines`), run here on the benchmark's own model and input. If that module is missing or
+fails to import, this case prints one `PENDING` line and no BENCH line, so the run never claims a
+result that was not measured.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-SCRIPT = Path(__file__).with_name("attribution_vs_exact.py")
 
 
 def lines(bench: Any) -> list[str]:
-    if not SCRIPT.exists():
-        return [f"PENDING attribution-vs-exact: {SCRIPT.name} is not in this checkout"]
-    return [f"PENDING attribution-vs-exact: {SCRIPT.name} exists but is not wired in yet"]
+    try:
+        from benchmarks.attribution_vs_exact import bench_attribution, bench_lines
+    except ImportError as error:
+        return [f"PENDING attribution-vs-exact: benchmarks/attribution_vs_exact.py not usable here ({error})"]
+    result = bench_attribution(bench.model, bench.prepared, repeats=1)
+    return bench_lines(result, where=f"random {bench.shape.name} model")

@@ -134,3 +134,49 @@ def test_forward_mask_is_lazy_only_when_plain_causal():
     padding = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert isinstance(forward_mask(index, index, padding, 2, torch.float32), torch.Tensor)
     assert isinstance(forward_mask(torch.arange(3, 5), index, None, 2, torch.float32), torch.Tensor)
+
+
+def hand_attention(q, k, v, mask, scale):
+    """Softmax attention written out, fully blocked rows zero (GQA by repeating key/value heads)."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = q @ k.transpose(-1, -2) * scale + mask
+    blocked = (mask <= torch.finfo(mask.dtype).min).all(dim=-1, keepdim=True)
+    return (scores.softmax(-1) @ v).masked_fill(blocked, 0.0)
+
+
+@pytest.mark.parametrize("n_queries", [600, 350])  # a forward, and queries after a cached prefix
+def test_chunked_masked_attention_equals_one_call(n_queries):
+    from tl_video.model.attention import fused_masked_attention
+
+    generator = torch.Generator().manual_seed(0)
+    n_keys, minimum = 600, torch.finfo(torch.float32).min
+    q = torch.randn(1, 4, n_queries, 16, generator=generator)
+    k, v = (torch.randn(1, 2, n_keys, 16, generator=generator) for _ in range(2))
+    query_index = torch.arange(n_keys - n_queries, n_keys)
+    allowed = torch.arange(n_keys)[None, :] <= query_index[:, None]
+    allowed &= torch.rand(n_queries, n_keys, generator=generator) > 0.3  # knockout-like holes
+    allowed[[5, 300]] = False  # fully blocked rows
+    mask = torch.zeros(1, 1, n_queries, n_keys).masked_fill(~allowed, minimum)
+    expected = hand_attention(q, k, v, mask, 0.25)
+    chunked = fused_masked_attention(q, k, v, mask, 0.25, True)
+    assert (chunked - expected).abs().max() <= EXACT
+    assert torch.equal(chunked[0, :, [5, 300]], torch.zeros_like(chunked[0, :, [5, 300]]))
+    opened = mask.clone()
+    opened[0, 0, 10, n_keys - 1] = 0.0  # a hook opened a future key: one call over every key
+    assert (fused_masked_attention(q, k, v, opened, 0.25, True) - hand_attention(q, k, v, opened, 0.25)).abs().max() <= EXACT
+
+
+@torch.no_grad()
+def test_knockout_forward_is_the_same_chunked_or_not(gqa_model, prepared, monkeypatch):
+    import tl_video.model.attention as attention
+
+    spec = KnockoutSpec.of([("video", "question"), ("question", "last")], range(gqa_model.cfg.n_layers))
+    hooks = knockout_hooks(spec, prepared.layout, gqa_model.cfg.n_layers)
+    with gqa_model.hooks(fwd_hooks=hooks):
+        monkeypatch.setattr(attention, "QUERY_CHUNK", 10**9)
+        whole = gqa_model(prepared.tokens)
+        monkeypatch.setattr(attention, "QUERY_CHUNK", 16)
+        chunked = gqa_model(prepared.tokens)
+    assert prepared.tokens.shape[1] > 3 * 16
+    assert (whole - chunked).abs().max() <= EXACT

@@ -14,7 +14,7 @@ import torch
 import tl_video
 from tests.conftest import random_video
 from tl_video.analyses.sweep import knockout_probabilities
-from tl_video.analyses.sweep_engine import start_point
+from tl_video.analyses.sweep_engine import start_point, sweep_work
 from tl_video.interventions import blocked_edges_by_layer
 from tl_video.interventions.knockout import KnockoutSpec
 from tl_video.interventions.presets import PRESETS, effective_pathway_spec, preset, random_blocking_spec
@@ -132,3 +132,27 @@ def test_auto_falls_back_to_plain_under_other_hooks(model):
     assert seen == [prepared.tokens.shape[1]] * len(specs)  # full forwards, one per spec
     with pytest.raises(ValueError, match="engine='fast'"):
         knockout_probabilities(model, prepared, specs, engine="fast")
+
+
+def test_sweep_work_counts_recomputed_and_changed_positions(model):
+    """Video↛Last changes only the last position in each layer from the window start: done == minimum.
+    Video↛Question recomputes every position from the question on; the minimum counts only the
+    question rows in the first blocked layer, then everything from the question on."""
+    prepared = prepared_input(model)
+    layout, n_layers, n = prepared.layout, model.cfg.n_layers, prepared.layout.n_tokens
+    video_to_question, video_to_last, *_ = preset("vql-to-ql", layout, [1])
+    work = sweep_work([video_to_last], layout, n_layers)
+    assert (work.done, work.minimum, work.clean) == (n_layers - 1, n_layers - 1, n * n_layers)
+    question = layout.positions("question")
+    first = int(question.min())
+    work = sweep_work([video_to_question], layout, n_layers)
+    assert work.done == (n - first) * (n_layers - 1)
+    assert work.minimum == len(question) + (n - first) * (n_layers - 2)
+    assert work.ratio >= 1.0
+    assert sweep_work([KnockoutSpec()], layout, n_layers).done == 0
+
+
+def test_engine_leaves_no_hook_behind(model):
+    prepared = prepared_input(model)
+    knockout_probabilities(model, prepared, preset("vql-to-ql", prepared.layout, [0]), engine="exact")
+    assert not any(point._forward_hooks or point.fwd_hooks for point in model.hook_dict.values())

@@ -103,7 +103,7 @@ class Attention(nn.Module):
             z = self._attend_causal(q, present.keys, present.values)
         else:
             mask = self.hook_attn_mask(mask.tensor() if isinstance(mask, CausalMask) else mask)
-            z = self._attend(q, present.keys, present.values, mask, fully_blocked_queries(mask))
+            z = self._attend(q, present.keys, present.values, mask)
         z = self.hook_z(z)
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "b q h d, h d m -> b q h m"))
@@ -145,23 +145,63 @@ class Attention(nn.Module):
         k: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
         v: Float[torch.Tensor, "batch key_pos kv_head_index d_head"],
         mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
-        fully_blocked: Bool[torch.Tensor, "batch 1 query_pos 1"],
     ) -> Float[torch.Tensor, "batch query_pos head_index d_head"]:
         """Softmax attention; fully blocked query rows attend to nothing (z = 0, pattern row 0)."""
         groups = self.cfg.n_query_groups
         q = q.transpose(1, 2)  # [batch, head, query_pos, d_head]
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # [batch, kv_head, key_pos, d_head]
         if not self.needs_pattern():
-            z = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.to(q.dtype), scale=self.scale, enable_gqa=groups > 1
-            )
-            return z.masked_fill(fully_blocked, 0.0).transpose(1, 2)
+            return fused_masked_attention(q, k, v, mask.to(q.dtype), self.scale, groups > 1).transpose(1, 2)
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = self.hook_attn_scores(torch.matmul(q, k.transpose(2, 3)) * self.scale + mask)
-        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).masked_fill(fully_blocked, 0.0)
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).masked_fill(fully_blocked_queries(mask), 0.0)
         pattern = self.hook_pattern(pattern.to(q.dtype))
         return torch.matmul(pattern, v).transpose(1, 2)
+
+
+QUERY_CHUNK = 256  # query rows per fused call on the masked path
+
+
+def fused_masked_attention(
+    q: Float[torch.Tensor, "batch head_index query_pos d_head"],
+    k: Float[torch.Tensor, "batch kv_head_index key_pos d_head"],
+    v: Float[torch.Tensor, "batch kv_head_index key_pos d_head"],
+    mask: Float[torch.Tensor, "batch 1 query_pos key_pos"],
+    scale: float,
+    enable_gqa: bool,
+) -> Float[torch.Tensor, "batch head_index query_pos d_head"]:
+    """SDPA under an explicit additive mask, fully blocked rows zeroed, in chunks of query rows.
+
+    Queries are the last `query_pos` of the keys (as in a forward, or after a key/value cache). A
+    chunk of queries ending at query e reads only keys up to e, so the kernel skips most of the
+    causal triangle's blocked half, as its `is_causal` path does; this holds only while every entry
+    right of a chunk's last query is blocked, which is checked (a hook may open future keys), and
+    otherwise one call over every key runs. Reading each row's maximum in the same pass finds the
+    fully blocked rows.
+    """
+    n_queries, n_keys = q.shape[2], k.shape[2]
+    offset = n_keys - n_queries
+    minimum = torch.finfo(mask.dtype).min
+    bounds = [(start, min(n_queries, start + QUERY_CHUNK)) for start in range(0, n_queries, QUERY_CHUNK)]
+    if offset >= 0 and len(bounds) > 1:
+        row_max = []
+        for start, end in bounds:
+            keys_end = offset + end
+            if keys_end < n_keys and bool(mask[..., start:end, keys_end:].amax() > minimum):
+                break  # a future key is open in this chunk: one call over every key
+            row_max.append(mask[..., start:end, :keys_end].amax(dim=-1, keepdim=True))
+        else:
+            z = torch.cat([
+                F.scaled_dot_product_attention(
+                    q[:, :, start:end], k[:, :, :offset + end], v[:, :, :offset + end],
+                    attn_mask=mask[..., start:end, :offset + end], scale=scale, enable_gqa=enable_gqa,
+                )
+                for start, end in bounds
+            ], dim=2)
+            return z.masked_fill(torch.cat(row_max, dim=2) <= minimum, 0.0)
+    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=enable_gqa)
+    return z.masked_fill(fully_blocked_queries(mask), 0.0)
 
 
 def fully_blocked_queries(
