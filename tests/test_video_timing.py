@@ -286,3 +286,20 @@ def test_report_parity(pairs):
     """Prints the measured logit differences (run with -s); the parity tests above assert them."""
     for case, diff in sorted(MEASURED.items()):
         print(f"{case}: max |logits - HF| = {diff:.2e}")
+
+
+def test_patching_refuses_inputs_whose_text_differs(pairs):
+    """Timestamps from another frame rate keep the layout but change the text: patching must refuse."""
+    from tl_video.interventions.patching import patch_frames
+
+    model = pairs["videollama3"][0]
+    frames = random_video(8)
+    clean = model.prepare(video=frames, prompt=PROMPT, fps=1.0)
+    slower = model.prepare(video=frames[::-1].copy(), prompt=PROMPT, fps=0.5)
+    clean.layout.check_same_as(slower.layout)  # the layouts alone cannot tell them apart
+    with pytest.raises(ValueError, match=r"differ in their text.*timing=clean.timing"):
+        clean.check_same_as(slower)
+    _, cache = model.run_with_cache(clean.tokens)
+    with pytest.raises(ValueError, match="differ in their text"):
+        patch_frames(model, clean, slower, cache, lambda logits: logits[:, -1, 0], progress=False)
+    clean.check_same_as(model.prepare(video=frames[::-1].copy(), prompt=PROMPT, timing=clean.timing))

@@ -102,7 +102,7 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
     corrupted = prepare_for_study(
         model, scored.example, options, video=corruption_from_json(spec)(clean.frames), timing=clean.timing
     )
-    clean.layout.check_same_as(corrupted.layout)
+    clean.check_same_as(corrupted)
     corrupted_logits = model(corrupted.tokens)[0, -1]
     clean_letter = scored.true_letter
     corrupted_letter, source = _corrupted_letter(scored, spec, corrupted_logits)

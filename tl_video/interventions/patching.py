@@ -53,7 +53,7 @@ def patch_groups(
     `metric` returning [batch]) runs every group of a layer in one forward pass, one batch row per
     group: the same numbers as one pass per (layer, group), several times faster; the table is a tensor.
     """
-    clean.layout.check_same_as(corrupted.layout)
+    clean.check_same_as(corrupted)
     groups = [_positions(clean.layout, selector) for selector in selectors]
     if batched:
         return _sweep_batched(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, progress)
@@ -70,7 +70,7 @@ def patch_video_tokens(
     model, clean, corrupted, clean_cache, metric, *, activation: str = "resid_pre", layers=None, progress: bool = True
 ) -> torch.Tensor:
     """[layer, frame, row, col]: patch one video token at a time (NaN where the grid has no token)."""
-    clean.layout.check_same_as(corrupted.layout)
+    clean.check_same_as(corrupted)
     layout = clean.layout
     groups = [torch.tensor([position]) for position in layout.video_positions]
     flat = _sweep(model, corrupted.tokens, clean_cache, metric, groups, activation, layers, "scalar", progress)
