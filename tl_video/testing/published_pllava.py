@@ -269,6 +269,8 @@ def _write_pllava_processor_files(folder: Path, reference: Path, image_size: int
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     (folder / "preprocessor_config.json").write_text(json.dumps({
         **_clip_preprocessor(image_size), "image_processor_type": "CLIPImageProcessor", "processor_class": "PllavaProcessor",
+        # read by 4.x's CLIPImageProcessor from the LLaVA-NeXT base and saved back as attributes
+        "do_pad": True, "image_grid_pinpoints": [[image_size, 2 * image_size], [2 * image_size, image_size]],
     }, indent=2))
     (folder / "processor_config.json").write_text(json.dumps(
         {"center_pad": False, "longest_edge": 762, "processor_class": "PllavaProcessor", "shortest_edge": 336}, indent=2
