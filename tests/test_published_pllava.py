@@ -276,3 +276,15 @@ def test_bfloat16_load_of_a_peft_wrapped_save_stays_close_to_float32(published):
         reference = exact(exact.prepare(video=frames, prompt=PROMPT).tokens)
     assert ours.dtype == torch.bfloat16
     assert max_diff(ours, reference) <= LOGITS_BF16_VS_FP32
+
+
+@pytest.mark.parametrize("shape", [(2, 60, 20), (2, 400, 720), (2, 33, 33), (2, 24, 40)])
+def test_frame_preparation_is_pllavas(published, shape):
+    """Tall, long-edge-capped (720 > 640), square and small clips: the front end's pixels equal PLLaVA's written out."""
+    from tl_video.frontend.pllava import pllava_frame_pixels
+
+    folder = published["pllava_4x"].folder
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder)
+    frames = np.random.RandomState(sum(shape)).randint(0, 256, shape + (3,), dtype=np.uint8)
+    ours = pllava_frame_pixels(model.processor.image_processor, frames)
+    assert max_diff(ours, pllava_pixels(folder, frames)[0]) == 0.0
