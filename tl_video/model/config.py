@@ -7,7 +7,7 @@ the model name. The fields TransformerLens's tools read keep TransformerLens's m
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, Optional  # noqa: F401 - TransformerLensConfig's inherited annotations name Optional
 
 import torch
 from transformer_lens.config import TransformerLensConfig
