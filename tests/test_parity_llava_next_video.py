@@ -33,6 +33,10 @@ def test_logits_residuals_and_patterns_match_hf(tiny_checkpoints, variant):
 RELEASED_VARIANTS = {
     # a Llama LM whose config gives head_dim: 4 heads of 32 over a 64-wide residual, GQA
     "wide_heads": {"head_dim": 32, "num_key_value_heads": 2},
+    # YaRN, the long-context rope scaling Qwen's model cards suggest (attention scaling on cos/sin)
+    "rope_yarn": {"rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 64,
+    }},
     # LLaVA-NeXT-Video-7B-32K-hf: Mistral-7B-Instruct-v0.2 LM (model_type mistral, null sliding window)
     "mistral_32k": {"text_fields": {
         "model_type": "mistral", "sliding_window": None, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6},

@@ -82,7 +82,7 @@ def test_video_tokens_equal_what_hf_splices_in(checkpoints):
     assert max_diff(ours, spliced[placeholders]) == EXACT
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", ["pruning", "tied_no_pruning"])
 def test_greedy_generation_matches_hf(checkpoints, variant):
     model, hf, processor = load_pair(checkpoints[variant])
     assert_greedy_matches_hf(model, hf, *prepare_with_reference(model, processor, partly_static(3, PRUNED_VIDEO_CHANGES)))
