@@ -250,18 +250,40 @@ def test_pllava_config_saved_as_differences_from_defaults_gets_them_back(tmp_pat
     assert native_config(tmp_path, config, (8, 12, 12))["pooling_shape"] == [8, 12, 12]
 
 
-def test_lora_only_save_without_base_weights_is_refused(published, tmp_path):
-    """A PLLaVA save of the LoRA factors and projector alone (no base_layer weights) names the missing base."""
+def lora_only_save(checkpoint, folder):
+    """PLLaVA's save without DeepSpeed: only the `lora_` and `multi_modal_projector` tensors (projector changed by training)."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    folder = shutil.copytree(published["pllava_peft_lora_alpha"].folder, tmp_path / "lora_only")
+    folder = shutil.copytree(checkpoint.folder, folder)
     for shard in sorted(folder.glob("model-*.safetensors")):
-        tensors = {key: value for key, value in load_file(shard).items() if ".base_layer." not in key}
-        save_file(tensors, shard, metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"without both base_layer and lora_A/lora_B weights.*save the whole"):
+        kept = {key: value for key, value in load_file(shard).items() if "lora_" in key or "multi_modal_projector" in key}
+        kept = {key: value * 1.5 if key.endswith("linear_2.weight") else value for key, value in kept.items()}
+        save_file(kept, shard, metadata={"format": "pt"})
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {key: file for key, file in index["weight_map"].items()
+                           if "lora_" in key or "multi_modal_projector" in key}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_lora_only_save_needs_and_takes_its_base_model(published, tmp_path):
+    """A save of the LoRA factors and projector alone is refused without base_model=, and matches HF with it."""
+    checkpoint = published["pllava_peft_lora_alpha"]
+    folder = lora_only_save(checkpoint, tmp_path / "lora_only")
+    with pytest.raises(CheckpointError, match=r"LoRA factors without the weights they update.*pass base_model="):
         tl_video.HookedVideoTransformer.from_pretrained(folder, lora_alpha=8.0)
+    model = tl_video.HookedVideoTransformer.from_pretrained(folder, lora_alpha=8.0, base_model=checkpoint.reference)
+    hf = hand_merged(checkpoint.reference, checkpoint.lora, 8.0 / 4, torch.bfloat16)
+    with torch.no_grad():  # the trained projector of the partial save replaces the base's
+        linear_2 = hf.model.multi_modal_projector.linear_2.weight
+        linear_2.copy_((linear_2.to(torch.bfloat16) * 1.5).float())
+    frames = random_video(45, frames=4, height=24, width=40)
+    check_parity(model, eager(hf), model.processor.tokenizer, frames, folder, hf.config.pooling_shape,
+                 "published pllava LoRA-only save + base_model")
+    with pytest.raises(CheckpointError, match=r"base_model= completes a PLLaVA save.*drop the argument"):
+        tl_video.HookedVideoTransformer.from_pretrained(published["llava_arch_5x"].folder, base_model=checkpoint.reference)
 
 
 def test_bfloat16_load_of_a_peft_wrapped_save_stays_close_to_float32(published):

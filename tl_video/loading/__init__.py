@@ -37,6 +37,7 @@ def load_pretrained(
     pooling_shape: tuple[int, int, int] | None = None,
     lora_alpha: float | None = None,
     lora_scaling: float | None = None,
+    base_model: str | Path | None = None,
 ) -> Any:
     """Load a supported VideoLLM as `model_class` (HookedVideoTransformer).
 
@@ -47,7 +48,8 @@ def load_pretrained(
     `pooling_shape=(T', h', w')` sets a PLLaVA checkpoint's pooling, and runs an image LLaVA-NeXT
     checkpoint on video through PLLaVA pooling. `lora_alpha` (scaling alpha / r) or `lora_scaling`
     scale the `lora_adapter` when one is given, else LoRA weights stored PEFT-wrapped in the
-    checkpoint, instead of an adapter_config.json (`tl_video.loading.published_pllava`).
+    checkpoint, instead of an adapter_config.json (`tl_video.loading.published_pllava`). `base_model`
+    (hub id or folder) completes a PLLaVA save holding only its LoRA factors and projector.
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
@@ -56,6 +58,8 @@ def load_pretrained(
     options = _published_options(pooling_shape, lora_alpha, lora_scaling)
     if lora_adapter is not None:  # the scaling arguments then scale the adapter, not weights in the checkpoint
         options = {key: value for key, value in options.items() if key == "pooling_shape"}
+    if base_model is not None:
+        options["base_model"] = str(resolve_checkpoint(base_model).resolve())
     folder = resolve_checkpoint(name_or_path)
     config = read_config(folder)
     native = converted_checkpoint(folder, config, **options)  # published formats: a cached native copy
@@ -64,6 +68,11 @@ def load_pretrained(
         folder, config = native, read_config(native)
     check_remote_code(folder, config, trust_remote_code)
     family = family_for(config, str(folder))
+    if base_model is not None and (not converted or family.name != "pllava"):
+        raise CheckpointError(
+            f"{source}: base_model= completes a PLLaVA save of LoRA factors and projector only; this checkpoint is "
+            "complete, so drop the argument"
+        )
     if ("lora_alpha" in options or "lora_scaling" in options) and (not converted or family.name != "pllava"):
         raise CheckpointError(
             f"{source} holds no PEFT-wrapped LoRA weights; lora_alpha=/lora_scaling= scale those or a lora_adapter= "

@@ -106,9 +106,12 @@ def convert(source: Path, destination: Path, options: dict[str, Any]) -> None:
         _adapter_config(source), options.get("lora_alpha"), options.get("lora_scaling")
     )
     write_weights(source, destination, scaling, options)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and not _is_weight_file(path) and path.name != "config.json":
-            shutil.copy2(path, destination / path.name)
+    # tokenizer and processor files: the base model's (a partial save may lack them), then the source's
+    folders = ([Path(options["base_model"])] if "base_model" in options else []) + [source]
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not _is_weight_file(path) and path.name != "config.json":
+                shutil.copy2(path, destination / path.name)
 
 
 def native_config(source: Path, config: dict[str, Any], pooling_shape: Any) -> dict[str, Any]:
@@ -136,7 +139,11 @@ def native_config(source: Path, config: dict[str, Any], pooling_shape: Any) -> d
 
 
 def write_weights(source: Path, destination: Path, scaling: LoraScaling, options: dict[str, Any]) -> None:
-    """Each shard linked when unchanged, else rewritten with PEFT-wrapped LoRA merged and unused tensors dropped."""
+    """Each shard linked when unchanged, else rewritten with PEFT-wrapped LoRA merged and unused tensors dropped.
+
+    With `base_model` the source is a partial save (LoRA factors and projector, as PLLaVA's training
+    writes without DeepSpeed): the base's shards are written, the source's tensors replacing theirs.
+    """
     shards = weight_names(source)
     lora = _lora_pairs(source, shards)
     if not lora and ("lora_alpha" in options or "lora_scaling" in options):
@@ -145,55 +152,75 @@ def write_weights(source: Path, destination: Path, scaling: LoraScaling, options
             f"{source} holds no PEFT-wrapped LoRA weights (…lora_A/…lora_B); {given}= applies to those only "
             "(a separate adapter folder goes in lora_adapter=)"
         )
-    matches = (_BASE_LAYER.match(_strip_peft(key)) for keys in shards.values() for key in keys)
-    bases = {match["module"] for match in matches if match is not None}
-    unpaired = sorted(set(lora) ^ bases)
-    if unpaired:
+    origin, overrides = source, {}
+    if "base_model" in options:
+        origin = Path(options["base_model"])
+        overrides = {name: (source / shard, key) for shard, keys in shards.items() for key in keys
+                     if (name := _target_name(key)) is not None}
+        shards = weight_names(origin)
+    names = {name for keys in shards.values() for key in keys if (name := _target_name(key)) is not None}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
         raise CheckpointError(
-            f"{source}: PEFT-wrapped modules without both base_layer and lora_A/lora_B weights, e.g. {unpaired[:4]}; "
-            "the checkpoint is incomplete (save the whole PEFT-wrapped model)"
+            f"{source} holds tensors that base_model {origin} does not have, e.g. {unknown[:4]}; pass the base model "
+            "the checkpoint was trained from"
+        )
+    unpaired = sorted(module for module in lora if f"{module}.weight" not in names)
+    if unpaired:
+        hint = ("pass base_model= (the model it was trained from, e.g. llava-hf/llava-v1.6-vicuna-7b-hf)"
+                if "base_model" not in options else f"base_model {origin} is not the model it was trained from")
+        raise CheckpointError(
+            f"{source}: LoRA factors without the weights they update (no base_layer), e.g. {unpaired[:4]}; a save of the "
+            f"LoRA factors alone needs its base: {hint}"
         )
     weight_map: dict[str, str] = {}
     total = 0
     for shard, keys in shards.items():
         renamed = {key: _target_name(key) for key in keys}
-        if all(name == key for key, name in renamed.items()):
-            _link(source / shard, destination / shard)
+        if all(name == key and name not in overrides and name.removesuffix(".weight") not in lora
+               for key, name in renamed.items()):
+            _link(origin / shard, destination / shard)
             tensors_of_shard = keys
-            with safe_open(source / shard, framework="pt") as handle:
+            with safe_open(origin / shard, framework="pt") as handle:
                 total += sum(_nbytes(handle.get_slice(key)) for key in keys)
         else:
-            tensors = _rewritten_shard(source / shard, renamed, lora, scaling)
+            tensors = _rewritten_shard(origin / shard, renamed, overrides, lora, scaling)
             if not tensors:
                 continue
             save_file(tensors, destination / shard, metadata={"format": "pt"})
             tensors_of_shard = list(tensors)
             total += sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
         weight_map.update({key: shard for key in tensors_of_shard})
-    if len({*weight_map.values()}) > 1 or (source / _INDEX).is_file():
+    if len({*weight_map.values()}) > 1 or (origin / _INDEX).is_file():
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (destination / _INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _rewritten_shard(
-    path: Path, renamed: dict[str, str | None], lora: dict[str, dict[str, torch.Tensor]], scaling: LoraScaling
+    path: Path, renamed: dict[str, str | None], overrides: dict[str, tuple[Path, str]],
+    lora: dict[str, dict[str, torch.Tensor]], scaling: LoraScaling,
 ) -> dict[str, torch.Tensor]:
+    """The shard's kept tensors under their native names: replaced by a partial save's, LoRA targets merged."""
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(path, framework="pt") as handle:
         for key, name in renamed.items():
             if name is None:
                 continue  # a LoRA factor (merged into its base) or a tensor PLLaVA does not use
-            tensor = handle.get_tensor(key)
-            base = _BASE_LAYER.match(_strip_peft(key))
-            if base is not None and base["param"] == "weight":
-                pair = lora[base["module"]]
-                a, b = pair["A"], pair["B"]
+            if name in overrides:
+                override_path, override_key = overrides[name]
+                with safe_open(override_path, framework="pt") as other:
+                    tensor = other.get_tensor(override_key)
+            else:
+                tensor = handle.get_tensor(key)
+            module = name.removesuffix(".weight")
+            if module in lora and name.endswith(".weight"):
+                a, b = lora[module]["A"], lora[module]["B"]
                 if a.shape[1] != tensor.shape[1] or b.shape[0] != tensor.shape[0] or a.shape[0] != b.shape[1]:
                     raise CheckpointError(
-                        f"{path}: LoRA factors of {base['module']} have shapes A {tuple(a.shape)}, B {tuple(b.shape)}, "
+                        f"{path}: LoRA factors of {module} have shapes A {tuple(a.shape)}, B {tuple(b.shape)}, "
                         f"which do not fit its weight {tuple(tensor.shape)}; the checkpoint is damaged"
                     )
-                tensor = merged_weight(tensor, a, b, _scale(path, scaling, base["module"], a.shape[0]))
+                tensor = merged_weight(tensor, a, b, _scale(path, scaling, module, a.shape[0]))
             tensors[name] = tensor.contiguous()
     return tensors
 
