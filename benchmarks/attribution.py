@@ -16,5 +16,8 @@ def lines(bench: Any) -> list[str]:
         from benchmarks.attribution_vs_exact import bench_attribution, bench_lines
     except ImportError as error:
         return [f"PENDING attribution-vs-exact: benchmarks/attribution_vs_exact.py not usable here ({error})"]
-    result = bench_attribution(bench.model, bench.prepared, repeats=1)
+    try:
+        result = bench_attribution(bench.model, bench.prepared, repeats=1)
+    except Exception as error:  # another module's failure must not cost the rest of the run
+        return [f"ERROR attribution-vs-exact: {type(error).__name__}: {error}"]
     return bench_lines(result, where=f"random {bench.shape.name} model")

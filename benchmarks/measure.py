@@ -14,10 +14,15 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int, device: str = "cpu") -> tuple[dict[str, float], dict[str, Any]]:
-    """Median seconds per call, each warmed up once, then run in rounds A, B, A, B, ... so slow
-    phases of a shared machine hit every call alike. Also returns each call's last output."""
-    outputs = {name: fn() for name, fn in calls.items()}  # warm-up
+def interleaved_medians(
+    calls: dict[str, Callable[[], Any]], repeats: int, device: str = "cpu",
+    warmups: dict[str, Callable[[], Any]] | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds per call, each warmed up once (by its entry in `warmups`, a cheaper call on the
+    same code path, or else by itself), then run in rounds A, B, A, B, ... so slow phases of a shared
+    machine hit every call alike. Also returns each call's last output."""
+    warmups = warmups or {}
+    outputs = {name: warmups.get(name, fn)() for name, fn in calls.items()}
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
@@ -39,13 +44,24 @@ def reset_peak_memory(device: str) -> None:
         handle.write("5")
 
 
+def current_memory_bytes(device: str) -> int:
+    """Memory in use now: torch.cuda.memory_allocated, or the process's resident set (VmRSS)."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.memory_allocated())
+    return _status_bytes("VmRSS:")
+
+
 def peak_memory_bytes(device: str) -> int:
     """Peak since `reset_peak_memory`: torch.cuda.max_memory_allocated, or the process's peak RSS (VmHWM)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated())
+    return _status_bytes("VmHWM:")
+
+
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM line in /proc/self/status: peak RSS needs Linux")
+    raise RuntimeError(f"no {field} line in /proc/self/status: peak RSS needs Linux")
