@@ -11,6 +11,8 @@ config.json with `pooling_shape`, safetensors in the transformers-4.x key layout
   merged, W + scale · B A in float32 cast back to W's dtype, scale from `lora_scaling=`, else
   `lora_alpha=` / r, else the folder's adapter_config.json; the same with a config.json naming
   `LlavaForConditionalGeneration` plus `pooling_shape`;
+- a PLLaVA save of the LoRA factors and projector alone (its training without DeepSpeed) with
+  `base_model=` (the LLaVA-NeXT it was trained from): the base's weights, the save's replacing them;
 - an image LLaVA-NeXT checkpoint (`LlavaNextForConditionalGeneration`, e.g.
   llava-hf/llava-v1.6-vicuna-7b-hf) with `pooling_shape=(T', h', w')`: the study's ImageLLM
   baseline, the image model run on video through PLLaVA pooling, as the reference code loads it
