@@ -12,7 +12,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -305,14 +305,29 @@ def _output_folder(text: str) -> Path:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    from tl_video.analyses import distributed
+
+    settings = settings_from_args(args, getattr(args, "argv", None))
+    _check_device(settings.get("device"))
+    group = distributed.init(settings.get("device"))  # under torchrun: a data-parallel study (docs/distributed.md)
+    try:
+        return _run_settings(settings, group)
+    finally:
+        distributed.teardown()
+
+
+def _run_settings(settings: Settings, group: Any) -> int:
     from tl_video.analyses.scoring import StudyOptions
     from tl_video.analyses.study import run_study
 
-    settings = settings_from_args(args, getattr(args, "argv", None))
-    progress = not settings.get("quiet", False)
+    if group is not None:  # each process on its own device; process 0 alone talks, renders data and writes the summary
+        settings = replace(settings, values=settings.values | {"device": group.device})
+    progress = not settings.get("quiet", False) and (group is None or group.is_main)
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
-    _check_device(settings.get("device"))
-    data = load_study_data(settings, progress=progress)
+    if group is None:
+        data = load_study_data(settings, progress=progress)
+    else:
+        data = group.from_main(lambda: load_study_data(settings, progress=progress))
     options = StudyOptions(
         num_frames=settings.get("frames"), prompt_style=settings.get("prompt_style", "chat"),
         samples=settings.get("samples", "correct"), seed=settings.get("seed", 0), dataset=data.name,
@@ -326,7 +341,8 @@ def _run_command(args: argparse.Namespace) -> int:
         formats=settings.get("formats", ("html", "png")), command=settings.command, log=say,
         notes={"data_source": data.source},
     )
-    print_summary(run)
+    if group is None or group.is_main:
+        print_summary(run)
     return 0
 
 

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from tl_video.analyses.distributed import owns
 from tl_video.analyses.flow import (
     FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, open_sweep,
 )
@@ -185,6 +186,8 @@ def run_open_ended(
     n_layers = model.cfg.n_layers
     k, centres, sink = open_sweep(model, options, ANALYSIS, out_dir, resume)
     for example in tqdm(examples, desc=ANALYSIS, unit="example", disable=not progress):
+        if not owns(example):  # another process's shard (tl_video.analyses.distributed)
+            continue
         previous = sink.get(f"baseline/{example.example_id}")
         if previous is not None and not previous["selected"]:
             continue

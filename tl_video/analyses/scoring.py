@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from tl_video.analyses.distributed import owns
 from tl_video.data.examples import VideoQAExample
 from tl_video.prompts.answers import answer_token_id, option_token_ids
 from tl_video.prompts.prepare import prepare_example
@@ -148,6 +149,8 @@ def scored_examples(
     if not examples:
         raise ValueError("no examples to analyse")
     for example in tqdm(examples, desc=desc, unit="example", disable=not progress, leave=False):
+        if not owns(example):  # another process's shard (tl_video.analyses.distributed)
+            continue
         key = f"baseline/{example.example_id}"
         previous = None if sink is None else sink.get(key)
         if previous is not None and not previous["selected"]:

@@ -242,7 +242,7 @@ def run_study(
         run.n_resumed = _records_on_disk(out_dir / run.record_file) if resume else 0
         try:
             kwargs = _pipeline_inputs(pipeline, results, out_dir)
-            result = pipeline.run(model, examples, prepared[name], out_dir=out_dir, resume=resume, progress=progress, **kwargs)
+            result = _run_pipeline(pipeline, model, examples, prepared[name], run, out_dir=out_dir, resume=resume, progress=progress, **kwargs)
         except (KeyboardInterrupt, MemoryError):
             run.status, run.seconds = "interrupted", time.time() - begin
             write_run_json(out_dir, info, runs, started)
@@ -258,18 +258,46 @@ def run_study(
         say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s")
         write_run_json(out_dir, info, runs, started)
 
-    drawn = export_figures(out_dir, {name: (pipelines[name], results[name]) for name in results}, runs, formats, say, progress)
+    main = _is_main_process()  # a data-parallel study draws and reports in process 0 only
+    drawn = export_figures(out_dir, {name: (pipelines[name], results[name]) for name in results}, runs, formats, say, progress) if main else {}
     write_run_json(out_dir, info, runs, started, finished=True)
     from tl_video.report import write_report
 
-    report = write_report(out_dir, figures=drawn)
-    say(f"[study] report: {report}")
+    report = write_report(out_dir, figures=drawn) if main else None
+    if main:
+        say(f"[study] report: {report}")
     study = StudyRun(out_dir, runs, results, report, time.time() - started)
     write_run_json(out_dir, info, runs, started, finished=True)
     if study.failed:
         details = "; ".join(f"{name}: {runs[name].error}" for name in study.failed)
         raise StudyFailed(f"{len(study.failed)} of {len(names)} analyses failed ({details}); the rest is in {report}")
     return study
+
+
+def _run_pipeline(pipeline: Pipeline, model: Any, examples: Sequence[VideoQAExample], options: StudyOptions,
+                  run: AnalysisRun, **kwargs: Any) -> Any:
+    """One pipeline on every example, or, in a data-parallel study, on this process's shard, merged after."""
+    from tl_video.analyses import distributed
+
+    group = distributed.current()
+    if group is None:
+        return pipeline.run(model, examples, options, **kwargs)
+    result, run.n_resumed = distributed.run_pipeline(group, pipeline, model, examples, options, **kwargs)
+    return result
+
+
+def _is_main_process() -> bool:
+    from tl_video.analyses.distributed import current
+
+    group = current()
+    return group is None or group.is_main
+
+
+def _distributed_info() -> dict[str, Any]:
+    from tl_video.analyses.distributed import current
+
+    group = current()
+    return {} if group is None else {"distributed": group.describe()}
 
 
 def _pipeline_inputs(pipeline: Pipeline, results: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -379,6 +407,7 @@ def run_info(
         "versions": versions(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_threads": _threads()},
         **({"notes": dict(notes)} if notes else {}),
+        **_distributed_info(),
     }
 
 
@@ -425,6 +454,8 @@ def _earlier_analyses(out_dir: Path, names: Sequence[str]) -> dict[str, Any]:
 
 def write_run_json(out_dir: Path, info: Mapping[str, Any], runs: Mapping[str, AnalysisRun], started: float, *, finished: bool = False) -> None:
     """(Re)write run.json: the run's description, and per analysis its status, timings and files."""
+    if not _is_main_process():
+        return  # process 0 of a data-parallel study writes it
     current = {name: dataclasses.asdict(run) | {"seconds": round(run.seconds, 2), "figure_seconds": round(run.figure_seconds, 2)}
                for name, run in runs.items()}
     every = dict(info.get("earlier", {})) | current
