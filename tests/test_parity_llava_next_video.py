@@ -54,6 +54,16 @@ def test_released_shapes_match_hf(tmp_path, variant):
     assert_matches_hf(model, hf, prepared, processed, where=f"llava_next_video {variant}")
 
 
+def test_a_divergence_is_reported_at_its_worst_layer(tiny_checkpoint):
+    """The shared check names the layer whose residual (and pattern) moved, not just the logits."""
+    model, hf, processor = load_pair(tiny_checkpoint)
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.mul_(1.01)  # changes what enters layer 1, and layer 1's pattern
+    prepared, processed = prepare_with_reference(model, processor, random_video(1))
+    with pytest.raises(AssertionError, match=r"logits differ by .*resid_pre of layer 1 differs by .*pattern of layer 1"):
+        assert_matches_hf(model, hf, prepared, processed, where="perturbed")
+
+
 def test_mistral_sliding_window_in_use_is_refused(tmp_path):
     folder = save_tiny_llava_next_video(tmp_path / "mistral", text_fields={"model_type": "mistral", "sliding_window": 16})
     with pytest.raises(CheckpointError, match=r"sliding-window attention in layers \[0, 1\] \(a sliding window of 16 tokens\).*sliding_window=null"):
