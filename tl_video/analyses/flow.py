@@ -295,19 +295,21 @@ def open_sweep(
 
 
 def _sweep_example(model: Any, scored: ScoredExample, configs: list[FlowConfig], sink: RecordSink, n_layers: int, k: int) -> None:
-    """Evaluate the configurations not yet on disk in one call, then write their records in order."""
+    """Evaluate the configurations not yet on disk in one call, then write their records in order, in one write."""
     example_id = scored.example.example_id
     pending = [config for config in configs if not sink.has(config.key(example_id))]
     checks = [blocked_edge_count(config.spec, scored.prepared.layout, n_layers) for config in pending]
     runnable = [config.spec for config, (count, _) in zip(pending, checks) if count is not None]
     probabilities = iter(knockout_probabilities(model, scored.prepared, runnable)) if runnable else iter(())
+    records = []
     for config, (count, reason) in zip(pending, checks):
         record = {"key": config.key(example_id)} | config.fields(example_id, scored.task, k)
         if count is None:
             record |= {"skipped": True, "reason": reason}
         else:
             record |= {"skipped": False, "n_blocked_edges": count} | knockout_record(scored, next(probabilities))
-        sink.append(record)
+        records.append(record)
+    sink.append_many(records)
 
 
 # ----------------------------------------------------------------------------------------- results

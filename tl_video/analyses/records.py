@@ -2,9 +2,11 @@
 
 Each file opens with a header line (package version, model id and config hash, dataset, the
 analysis options as JSON, seed) and then holds one record per (example x configuration), each a
-JSON object with a unique ``key``. A record is appended with one ``write`` + ``flush`` + ``fsync``,
-so a crash loses at most the record being written; a torn last line (or a torn header, when
-nothing else was written) is dropped on resume.
+JSON object with a unique ``key``. Records are appended with one ``os.write`` of whole lines (all
+of an example's records at once with `RecordSink.append_many`) and an ``fsync``, so a crash loses
+at most the lines being written; a torn last line (or a torn header, when nothing else was
+written) is dropped on resume, and every key not on disk is computed again. A write that fails
+(a full disk) raises `RecordWriteError` naming the file; the lines before it stay intact.
 ``resume=True`` keeps what is on disk (the header must match: same model, data and options) and
 lets the pipeline skip every key already written.
 
@@ -14,12 +16,13 @@ lets the pipeline skip every key already written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 HEADER_FIELDS_THAT_MUST_MATCH = ("analysis", "model_id", "model_config_hash", "dataset", "options", "seed")
 
@@ -123,23 +126,63 @@ class RecordSink:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record (it must carry a unique ``key``) and make it durable."""
-        key = record.get("key")
-        if not isinstance(key, str):
-            raise ValueError(f"a record needs a string 'key', got {key!r}")
-        if key in self._by_key:
-            raise ValueError(f"record {key!r} was already written")
-        record = {"type": "record"} | record
-        if self.path is not None:
-            self._append_line(record)
-        self.records.append(record)
-        self._by_key[key] = record
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """Write several records (e.g. all of one example's) in one write, then make them durable.
+
+        Every key is checked before anything is written, so a bad record writes none of them.
+        """
+        keys: set[str] = set()
+        for record in records:
+            key = record.get("key")
+            if not isinstance(key, str):
+                raise ValueError(f"a record needs a string 'key', got {key!r}")
+            if key in self._by_key or key in keys:
+                raise ValueError(f"record {key!r} was already written")
+            keys.add(key)
+        records = [{"type": "record"} | record for record in records]
+        if self.path is not None and records:
+            self._append_lines(records)
+        for record in records:
+            self.records.append(record)
+            self._by_key[record["key"]] = record
 
     def _append_line(self, obj: dict[str, Any]) -> None:
-        line = json.dumps(obj, allow_nan=True, default=_json_default) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._append_lines([obj])
+
+    def _append_lines(self, objs: Sequence[dict[str, Any]]) -> None:
+        """One ``os.write`` loop of whole lines on an append-only descriptor, then ``fsync``."""
+        data = "".join(json.dumps(obj, allow_nan=True, default=_json_default) + "\n" for obj in objs).encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise RecordWriteError(self.path, error) from error
+
+
+class RecordWriteError(OSError):
+    """Records could not be written (e.g. the disk is full); what was written before is intact."""
+
+    exit_code = 2  # the command line prints the message as its one error line
+
+    def __init__(self, path: Path, error: OSError):
+        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+        super().__init__(
+            error.errno,
+            f"cannot write records to {path}: {reason}; the records written before are intact: "
+            "free space (or choose another --out) and rerun with --resume to continue",
+        )
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def read_records(path: str | Path, *, drop_torn_tail: bool = False) -> tuple[RunHeader, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from tl_video.analyses.records import RecordWriteError
 from tl_video.analyses.scoring import StudyOptions
 from tl_video.data.examples import VideoQAExample
 
@@ -243,9 +244,13 @@ def run_study(
         try:
             kwargs = _pipeline_inputs(pipeline, results, out_dir)
             result = _run_pipeline(pipeline, model, examples, prepared[name], run, out_dir=out_dir, resume=resume, progress=progress, **kwargs)
-        except (KeyboardInterrupt, MemoryError):
+        except (KeyboardInterrupt, MemoryError, RecordWriteError) as error:  # a full disk stops the study: nothing more can be kept
             run.status, run.seconds = "interrupted", time.time() - begin
-            write_run_json(out_dir, info, runs, started)
+            run.error = _one_line(error) if isinstance(error, RecordWriteError) else None
+            try:
+                write_run_json(out_dir, info, runs, started)
+            except OSError:
+                pass  # the disk that refused the records may refuse run.json too; the error below names the file
             raise
         except Exception as error:  # noqa: BLE001 - recorded, the other analyses still run
             run.status, run.error, run.seconds = "failed", _one_line(error), time.time() - begin
