@@ -141,10 +141,11 @@ def knockout_estimates(
 
             def on_gradient(gradient: torch.Tensor) -> None:
                 layer_scores = scores.pop(layer)
+                clean_term = (gradient[0].float() * clean.float()).sum(-1, dtype=torch.float64).sum(0)  # per query row
                 contracted: dict[int, float] = {}  # one contraction per distinct blocked matrix
                 for index, matrix in work[layer]:
                     if id(matrix) not in contracted:
-                        contracted[id(matrix)] = _contract(layer_scores, clean, gradient[0], *rows(matrix))
+                        contracted[id(matrix)] = _contract(layer_scores, gradient[0], clean_term, *rows(matrix))
                     out[index, layer] = contracted[id(matrix)]
 
             pattern.register_hook(on_gradient)
@@ -167,34 +168,43 @@ def knockout_estimates(
 
 class _BlockedRows:
     """Per blocked matrix (shared between the layers that block the same edges): the query rows with a
-    blocked causal edge and their blocked keys, on the model's device, found once."""
+    blocked causal edge, their blocked keys, and which of them are fully blocked; found once, on the device."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.found: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.keep: list[torch.Tensor] = []  # holds the matrices, so their ids stay unique
 
-    def __call__(self, matrix: Bool[torch.Tensor, "query_pos key_pos"]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, matrix: Bool[torch.Tensor, "query_pos key_pos"]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if id(matrix) not in self.found:
-            blocked = matrix.to(self.device) & _causal(matrix.shape[0], self.device)
+            causal = _causal(matrix.shape[0], self.device)
+            blocked = matrix.to(self.device) & causal
             rows = torch.nonzero(blocked.any(-1)).flatten()
-            self.found[id(matrix)] = (rows, blocked[rows])
+            fully = (blocked[rows] | ~causal[rows]).all(-1)  # these rows attend to nothing: knocked row = 0
+            self.found[id(matrix)] = (rows, rows[~fully], blocked[rows[~fully]])
             self.keep.append(matrix)
         return self.found[id(matrix)]
 
 
 def _contract(
     scores: Float[torch.Tensor, "head query_pos key_pos"],
-    pattern: Float[torch.Tensor, "head query_pos key_pos"],
     gradient: Float[torch.Tensor, "head query_pos key_pos"],
+    clean_term: Float[torch.Tensor, "query_pos"],
     rows: Int[torch.Tensor, "rows"],
-    blocked: Bool[torch.Tensor, "rows key_pos"],
+    open_rows: Int[torch.Tensor, "open_rows"],
+    blocked: Bool[torch.Tensor, "open_rows key_pos"],
 ) -> float:
-    """⟨gradient, ΔA⟩ over the rows with a blocked causal edge (the only rows where ΔA is nonzero)."""
+    """⟨gradient, ΔA⟩ = ⟨G, A_knocked⟩ − ⟨G, A⟩ over the rows with a blocked causal edge (the only rows
+    where ΔA is nonzero); `clean_term` holds ⟨G, A⟩ per row (summed over heads), fully blocked rows have
+    A_knocked = 0 and only the second term."""
     if rows.numel() == 0:
         return 0.0
-    change = _knocked_rows(scores[:, rows], blocked) - pattern[:, rows].float()
-    return float((gradient[:, rows].float() * change).sum(dtype=torch.float64))
+    knocked = 0.0
+    if open_rows.numel():
+        rows_scores = scores[:, open_rows]  # no fully blocked row here: a plain softmax over the open keys
+        knocked_rows = rows_scores.masked_fill(blocked, torch.finfo(rows_scores.dtype).min).softmax(-1, dtype=torch.float32)
+        knocked = float((gradient[:, open_rows].float() * knocked_rows).sum(dtype=torch.float64))
+    return knocked - float(clean_term[rows].sum())
 
 
 def _causal(n: int, device: torch.device) -> Bool[torch.Tensor, "query_pos key_pos"]:
