@@ -1,0 +1,107 @@
+"""Data-parallel studies: shard assignment, and 2 CPU processes under torchrun (gloo) against one process.
+
+The merged record files of a sharded run must be the single-process files, byte for byte: the same
+header, the same records in the same order, the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tl_video.analyses.distributed import merge_shards, owners, shard_dir, shard_indices
+from tl_video.analyses.records import read_records
+from tl_video.cli import main
+from tl_video.data.examples import VideoQAExample
+
+ANALYSES = ("flow", "pathways", "lens", "attention")
+
+
+def _examples(ids: list[str]) -> list[VideoQAExample]:
+    return [VideoQAExample(example_id=i, video="v.mp4", question="q?", options=("a", "b"), answer_index=0) for i in ids]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7])
+@pytest.mark.parametrize("n", [0, 1, 5, 12])
+def test_every_example_goes_to_exactly_one_process_balanced(n, world_size):
+    shards = [shard_indices(n, rank, world_size) for rank in range(world_size)]
+    assert sorted(i for shard in shards for i in shard) == list(range(n))  # each exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+    assert shards == [shard_indices(n, rank, world_size) for rank in range(world_size)]  # deterministic
+    ids = [f"e{i}" for i in range(n)]
+    assert owners(_examples(ids), world_size) == {f"e{i}": rank for rank, shard in enumerate(shards) for i in shard}
+
+
+def test_shard_assignment_refuses_bad_ranks_and_duplicated_ids():
+    with pytest.raises(ValueError, match="rank 2 of world size 2"):
+        shard_indices(4, 2, 2)
+    with pytest.raises(ValueError, match="example id 'a' appears twice"):
+        owners(_examples(["a", "b", "a"]), 2)
+
+
+def test_merge_refuses_a_record_of_another_process(tmp_path):
+    from tl_video.analyses.records import RecordSink, RunHeader
+
+    header = RunHeader(analysis="flow", model_id="m", model_config_hash="h", dataset="d", options={}, seed=0)
+    examples = _examples(["a", "b"])
+    for rank, example_id in ((0, "b"), (1, "a")):  # a -> process 0, b -> process 1: swapped on purpose
+        sink = RecordSink.open(shard_dir(tmp_path, rank, 2) / "flow.jsonl", header)
+        sink.append({"key": f"baseline/{example_id}", "kind": "baseline", "example_id": example_id})
+    with pytest.raises(ValueError, match="not one of process 0's"):
+        merge_shards(tmp_path, "flow", examples, 2)
+
+
+def _study(out: Path, data: Path) -> list[str]:
+    """The study command of both runs; ``n`` comes from a config file, as torchrun takes ``--n`` for an
+    abbreviation of its own options (--nnodes, --nproc-per-node, ...) wherever it appears."""
+    config = out.parent / "study.json"
+    config.write_text(json.dumps({"n": 1}), encoding="utf-8")
+    return ["study", "--data", str(data), "--config", str(config), "--analyses", ",".join(ANALYSES), "--formats", "html",
+            "--quiet", "--out", str(out)]
+
+
+def test_two_processes_under_torchrun_write_the_single_process_records(tmp_path, study_benchmark_dir, capsys):
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert main(_study(single, study_benchmark_dir)) == 0
+    capsys.readouterr()
+    # pathways resumes from half of a finished file (seeded into the shards); the others start fresh
+    header, records = read_records(single / "pathways.jsonl")
+    sharded.mkdir()
+    kept = [header.to_json(), *records[: len(records) // 2]]
+    (sharded / "pathways.jsonl").write_text("".join(json.dumps(obj) + "\n" for obj in kept), encoding="utf-8")
+
+    env = os.environ | {"OMP_NUM_THREADS": "1", "TL_VIDEO_DIST_TIMEOUT_S": "300"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "tl_video.cli", *_study(sharded, study_benchmark_dir), "--resume"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    for name in ANALYSES:
+        merged, alone = (folder / f"{name}.jsonl" for folder in (sharded, single))
+        assert merged.read_bytes() == alone.read_bytes(), name  # header, records, order and values
+        for rank in range(2):
+            assert (shard_dir(sharded, rank, 2) / f"{name}.jsonl").is_file()
+    info = json.loads((sharded / "run.json").read_text())
+    assert info["distributed"]["world_size"] == 2 and info["distributed"]["backend"] == "gloo"
+    assert info["analyses"]["pathways"]["n_resumed"] == len(records) // 2
+    assert all(info["analyses"][name]["status"] == "done" for name in ANALYSES)
+    assert (sharded / "report.html").is_file()
+    assert done.stdout.count("wrote ") == 1  # the summary comes from process 0 only
+
+
+def test_resuming_with_another_process_count_is_refused(tmp_path):
+    from tl_video.analyses.distributed import _check_other_shards
+
+    path = shard_dir(tmp_path, 0, 3) / "flow.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"type": "header"}\n')
+    with pytest.raises(ValueError, match="run with 3 processes, this one has 2; resume with --nproc_per_node 3"):
+        _check_other_shards(tmp_path, "flow.jsonl", 2)
+    shutil.rmtree(tmp_path / "shards")
+    _check_other_shards(tmp_path, "flow.jsonl", 2)
