@@ -97,7 +97,9 @@ def test_tutorial_05(tmp_path):
 
 def test_tutorial_06(tmp_path):
     summary, out, stdout = run_tutorial("06_reproducing_map_the_flow.py", tmp_path)
-    assert set(summary["analyses"]) >= {"flow", "pathways", "generation_probability", "lens", "attention", "patching"}
+    assert set(summary["analyses"]) == {"flow", "pathways", "gen-prob", "lens", "attention", "patch"}
+    assert set(summary["statuses"].values()) == {"done"}
+    assert "flow_vql-to-ql_center.html" in summary["figures"]
     assert (out / "study" / "report.html").is_file()
     assert summary["n_findings"] >= 5 and summary["baseline_correct"] > 0
 
