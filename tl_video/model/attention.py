@@ -7,7 +7,9 @@ are materialised only when a hook reads them (or `attn_implementation="eager"`);
 fused SDPA kernel runs on the very same mask. When the forward passes a `CausalMask` (nothing
 padded, no cached prefix) and no hook is registered on `hook_attn_mask`, the fused kernel runs its
 causal fast path (`is_causal=True`) and no mask tensor is built; a hook on `hook_attn_mask` (a
-knockout, or `run_with_cache`) or eager attention gets the built tensor, as before.
+knockout, or `run_with_cache`) or eager attention gets the built tensor, as before. Under an
+explicit mask the fused kernel runs in chunks of query rows, each over the keys up to its last
+query (`fused_masked_attention`), so it too skips most of the causal triangle's blocked half.
 
 A query whose every key is blocked (each entry of its mask row <= finfo.min, read after
 `hook_attn_mask`) attends to nothing: its pattern row is all zeros and its z is zero, so the
@@ -154,8 +156,13 @@ class Attention(nn.Module):
             return fused_masked_attention(q, k, v, mask.to(q.dtype), self.scale, groups > 1).transpose(1, 2)
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        scores = self.hook_attn_scores(torch.matmul(q, k.transpose(2, 3)) * self.scale + mask)
-        pattern = F.softmax(scores, dim=-1, dtype=torch.float32).masked_fill(fully_blocked_queries(mask), 0.0)
+        # scaled and masked in place: one [query, key] tensor per head instead of three (autograd
+        # keeps working: matmul saves its inputs, not its output)
+        scores = self.hook_attn_scores(torch.matmul(q, k.transpose(2, 3)).mul_(self.scale).add_(mask))
+        pattern = F.softmax(scores, dim=-1, dtype=torch.float32)
+        fully_blocked = fully_blocked_queries(mask)
+        if bool(fully_blocked.any()):
+            pattern = pattern.masked_fill(fully_blocked, 0.0)
         pattern = self.hook_pattern(pattern.to(q.dtype))
         return torch.matmul(pattern, v).transpose(1, 2)
 
