@@ -20,7 +20,7 @@ from tl_video.analyses.records import read_records
 from tl_video.cli import main
 from tl_video.data.examples import VideoQAExample
 
-ANALYSES = ("flow", "pathways", "lens", "attention")
+ANALYSES = ("flow", "pathways", "lens")  # attention adds 10 s of figures: its merge rule is tested below
 
 
 def _examples(ids: list[str]) -> list[VideoQAExample]:
@@ -61,7 +61,7 @@ def _study(out: Path, data: Path) -> list[str]:
     """The study command of both runs; ``n`` comes from a config file, as torchrun takes ``--n`` for an
     abbreviation of its own options (--nnodes, --nproc-per-node, ...) wherever it appears."""
     config = out.parent / "study.json"
-    config.write_text(json.dumps({"n": 1}), encoding="utf-8")
+    config.write_text(json.dumps({"n": 1, "presets": "cross-frame,vql-to-ql"}), encoding="utf-8")  # what pathways needs
     return ["study", "--data", str(data), "--config", str(config), "--analyses", ",".join(ANALYSES), "--formats", "html",
             "--quiet", "--out", str(out)]
 
@@ -70,7 +70,7 @@ def test_two_processes_under_torchrun_write_the_single_process_records(tmp_path,
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert main(_study(single, study_benchmark_dir)) == 0
     capsys.readouterr()
-    # pathways resumes from half of a finished file (seeded into the shards); the others start fresh
+    # pathways resumes from half of a finished file (seeded into the shards); flow and lens start fresh
     header, records = read_records(single / "pathways.jsonl")
     sharded.mkdir()
     kept = [header.to_json(), *records[: len(records) // 2]]
@@ -93,6 +93,38 @@ def test_two_processes_under_torchrun_write_the_single_process_records(tmp_path,
     assert all(info["analyses"][name]["status"] == "done" for name in ANALYSES)
     assert (sharded / "report.html").is_file()
     assert done.stdout.count("wrote ") == 1  # the summary comes from process 0 only
+
+
+def test_merge_keeps_what_one_process_keeps_of_the_cross_example_choices(tmp_path):
+    """Each process draws a lens grid for its own first analysed example and attention token maps for
+    its own first ones; the merge keeps the first grid and the maps of the first N examples overall."""
+    from tl_video.analyses.records import RecordSink, RunHeader
+
+    examples = _examples(["a", "b", "c", "d"])  # a, c -> process 0; b, d -> process 1
+    for analysis, options in (("lens", {}), ("attention", {"token_map_examples": 2})):
+        header = RunHeader(analysis=analysis, model_id="m", model_config_hash="h", dataset="d", options=options, seed=0)
+        first = {}
+        for example in examples:
+            rank = owners(examples, 2)[example.example_id]
+            path = shard_dir(tmp_path, rank, 2) / f"{analysis}.jsonl"
+            sink = RecordSink.open(path, header, resume=path.exists())
+            sink.append({"key": f"baseline/{example.example_id}", "kind": "baseline", "example_id": example.example_id,
+                         "selected": example.example_id != "a"})  # a is not analysed
+            if example.example_id == "a":
+                continue
+            index = first[rank] = first.get(rank, -1) + 1  # this process's analysed-example index
+            if analysis == "lens" and index == 0:
+                sink.append({"key": f"grid/{example.example_id}", "kind": "grid", "example_id": example.example_id})
+            if analysis == "attention":
+                maps = [[1.0]] if index < 2 else None
+                sink.append({"key": f"attention/{example.example_id}", "kind": "attention", "example_id": example.example_id,
+                             "query_tokens": maps and ["x"], "token_maps": maps, "token_video_mass": maps})
+        _, merged = read_records(merge_shards(tmp_path, analysis, examples, 2))
+        if analysis == "lens":
+            assert [r["example_id"] for r in merged if r["kind"] == "grid"] == ["b"]
+        else:
+            assert [r["example_id"] for r in merged if r["kind"] == "attention" and r["token_maps"]] == ["b", "c"]
+            assert [r["token_maps"] for r in merged if r["example_id"] == "d" and r["kind"] == "attention"] == [None]
 
 
 def test_resuming_with_another_process_count_is_refused(tmp_path):
