@@ -137,3 +137,24 @@ def test_resuming_with_another_process_count_is_refused(tmp_path):
         _check_other_shards(tmp_path, "flow.jsonl", 2)
     shutil.rmtree(tmp_path / "shards")
     _check_other_shards(tmp_path, "flow.jsonl", 2)
+
+
+def test_a_shard_resumes_where_it_stopped_and_the_merge_is_unchanged(tmp_path, toy_model, study_examples):
+    """Both shards run in this process (`sharded`), one is cut mid-line and resumed; the merge is the single run's file."""
+    from tl_video.analyses.distributed import sharded
+    from tl_video.analyses.flow import FlowOptions, run_flow
+
+    examples = study_examples[:5]
+    options = FlowOptions(presets=("vql-to-ql",), dataset="tiny")
+    run_flow(toy_model, examples, options, out_dir=tmp_path / "single", progress=False)
+    for rank in range(2):
+        with sharded(examples, rank, 2):
+            run_flow(toy_model, examples, options, out_dir=shard_dir(tmp_path / "sharded", rank, 2), progress=False)
+    path = shard_dir(tmp_path / "sharded", 1, 2) / "flow.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:20], encoding="utf-8")  # a torn write
+    with sharded(examples, 1, 2):
+        resumed = run_flow(toy_model, examples, options, out_dir=path.parent, resume=True, progress=False)
+    assert len(resumed.records) == len(lines) - 1
+    merged = merge_shards(tmp_path / "sharded", "flow", examples, 2)
+    assert merged.read_bytes() == (tmp_path / "single" / "flow.jsonl").read_bytes()
