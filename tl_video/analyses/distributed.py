@@ -288,7 +288,7 @@ def seed_from_merged(merged: Path, shard: Path, examples: Sequence[VideoQAExampl
     """
     if shard.exists() or not merged.is_file() or merged.stat().st_size == 0:
         return False
-    header, records = read_records(merged)
+    header, records = read_records(merged, drop_torn_tail=True)  # a single-process run may have been cut mid-line
     owner = owners(examples, world_size)
     kept = [record for record in records if owner.get(record.get("example_id")) == rank]
     _write_records(shard, header, kept)
