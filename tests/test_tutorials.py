@@ -73,6 +73,9 @@ def test_tutorial_03(tmp_path):
     assert {"Video↛Question", "Question↛Last", "Video↛Last", "Last↛Last"} <= set(curves)
     assert min(min(curve) for curve in curves.values()) < -5  # some flow matters
     assert summary["exact_equals_plain"] and "03_flow_vql-to-ql_center.html" in figures(out)
+    # the gradient screen ranks windows in the same direction as the exact sweep, and flags some
+    assert summary["screen_spearman"] > 0.3 and summary["n_flagged"] > 0
+    assert "03_screen_vs_exact.html" in figures(out)
 
 
 def test_tutorial_04(tmp_path):

@@ -28,7 +28,7 @@ from tl_video.plots.patching import recovery_heatmap
 from tl_video.prompts import prepare_example
 from tl_video.prompts.answers import option_token_ids
 from tl_video.video import Freeze, Reverse, Shuffle, read_video, write_video
-from tutorial_figures import output_dir, show
+from tutorial_figures import fresh_dir, output_dir, show
 
 torch.set_grad_enabled(False)
 OUT = output_dir()
@@ -141,7 +141,7 @@ for spec in [Reverse(), Shuffle(seed=0), Freeze(index=0)]:
 
 # %%
 options = PatchingOptions(corruptions=(Reverse(), Shuffle(seed=0), Freeze(index=0)), seed=0)
-result = run_patching(model, examples, options, out_dir=OUT / "patching_run", progress=False)
+result = run_patching(model, examples, options, out_dir=fresh_dir("patching_run"), progress=False)
 result = PatchingResult.read(OUT / "patching_run")  # everything reads back from the records
 for finding in result.findings():
     print("-", finding)

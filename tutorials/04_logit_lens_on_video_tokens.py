@@ -27,7 +27,7 @@ from tl_video.interventions import option_probabilities_by_layer, video_token_to
 from tl_video.plots.lens import answer_probability, token_grid, vocabulary_bars
 from tl_video.prompts import prepare_example
 from tl_video.prompts.answers import option_token_ids
-from tutorial_figures import output_dir, show
+from tutorial_figures import fresh_dir, output_dir, show
 
 torch.set_grad_enabled(False)
 OUT = output_dir()
@@ -94,7 +94,7 @@ show(fig, "04_video_token_top1")
 # model, 5 on a 32-layer one). The token grid draws the top-1 token over each frame.
 
 # %%
-result = run_lens(model, examples, LensOptions(seed=0), out_dir=OUT / "lens_run", progress=False)
+result = run_lens(model, examples, LensOptions(seed=0), out_dir=fresh_dir("lens_run"), progress=False)
 result = LensResult.read(OUT / "lens_run")
 print(result.baseline())
 for finding in result.findings():

@@ -24,7 +24,7 @@ from tl_video.interventions import KnockoutSpec, blocked_edges_by_layer, edge_co
 from tl_video.plots.pathways import edges_vs_accuracy, pathway_table
 from tl_video.prompts import prepare_example
 from tl_video.prompts.answers import option_token_ids
-from tutorial_figures import output_dir, show
+from tutorial_figures import fresh_dir, output_dir, show
 
 torch.set_grad_enabled(False)
 OUT = output_dir()
@@ -41,7 +41,7 @@ examples = generate_benchmark(OUT / "bench", n_per_task=2, seed=0)
 # effective when blocking there lowers p(true option) by more than 5% on average.
 
 # %%
-flow = run_flow(model, examples, FlowOptions(presets=("cross-frame", "vql-to-ql"), seed=0), out_dir=OUT / "flow_run", progress=False)
+flow = run_flow(model, examples, FlowOptions(presets=("cross-frame", "vql-to-ql"), seed=0), out_dir=fresh_dir("flow_run"), progress=False)
 found = effective_ranges(flow)
 for label, layers in found.items():
     print(f"{label:30} effective at", [f"L{layer + 1}" for layer in layers])
@@ -124,7 +124,7 @@ for name, p in [("full attention", full), ("effective pathways", pathways), ("ra
 # denominator and the edge fractions.
 
 # %%
-result = run_pathways(model, examples, PathwayOptions(seed=0), flow_result=flow, out_dir=OUT / "pathways_run", progress=False)
+result = run_pathways(model, examples, PathwayOptions(seed=0), flow_result=flow, out_dir=fresh_dir("pathways_run"), progress=False)
 result = PathwayResult.read(OUT / "pathways_run")
 for finding in result.findings():
     print("-", finding)
@@ -140,7 +140,7 @@ show(edges_vs_accuracy(result), "05_edges_vs_accuracy")
 
 # %%
 tight_options = PathwayOptions(cross_frame="L1-2", video_to_question="L2-3", question_to_last="L4-6", seed=0)
-tight = run_pathways(model, examples, tight_options, out_dir=OUT / "pathways_tight", progress=False)
+tight = run_pathways(model, examples, tight_options, out_dir=fresh_dir("pathways_tight"), progress=False)
 for condition in ("full_attention", "pathways", "random"):
     print(f"{condition:15} accuracy {tight.accuracy(condition)}; edges kept {tight.edges(condition).kept_percent:.1f}%")
 show(edges_vs_accuracy(tight), "05_edges_vs_accuracy_tight")

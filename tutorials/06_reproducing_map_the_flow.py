@@ -50,10 +50,10 @@ from tl_video.analyses.attention import AttentionResult
 from tl_video.analyses.generation_probability import GenerationProbabilityResult
 from tl_video.cli import main
 from tl_video.plots.flow import flow_curves
-from tutorial_figures import output_dir, show
+from tutorial_figures import fresh_dir, output_dir, show
 
 OUT = output_dir()
-study = OUT / "study"
+study = fresh_dir("study")
 status = main(["study", "--out", str(study), "--n", "2", "--seed", "0", "--quiet"])
 assert status == 0, f"tl-video study exited with {status}"
 print(sorted(path.name for path in study.iterdir()))

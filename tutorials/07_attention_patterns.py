@@ -25,7 +25,7 @@ from tl_video.interventions.attention_maps import query_attention_to_video
 from tl_video.plots.attention import attention_maps, video_mass_by_layer
 from tl_video.prompts import prepare_example
 from tl_video.testing import save_tiny_llava_next_video
-from tutorial_figures import output_dir, show
+from tutorial_figures import fresh_dir, output_dir, show
 
 try:
     import circuitsvis as cv
@@ -120,7 +120,7 @@ print("share of the question's attention on the video, per layer:", [round(m, 3)
 # bootstrap intervals.
 
 # %%
-result = run_attention(model, examples, AttentionOptions(seed=0), out_dir=OUT / "attention_run", progress=False)
+result = run_attention(model, examples, AttentionOptions(seed=0), out_dir=fresh_dir("attention_run"), progress=False)
 result = AttentionResult.read(OUT / "attention_run")
 for finding in result.findings():
     print("-", finding)

@@ -7,6 +7,7 @@ notebook would open a browser. Files go to `$TL_VIDEO_TUTORIAL_OUT` (default `tu
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def output_dir() -> Path:
     """The folder every tutorial writes into (videos, records, figures)."""
     folder = Path(os.environ.get("TL_VIDEO_TUTORIAL_OUT", "tutorial_outputs"))
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def fresh_dir(name: str) -> Path:
+    """`<out>/<name>`, emptied: a pipeline refuses to overwrite earlier records (it offers resume=True),
+    and a tutorial re-run from the top should start over."""
+    folder = output_dir() / name
+    shutil.rmtree(folder, ignore_errors=True)
     return folder
 
 
