@@ -61,14 +61,16 @@ def bench_attribution(
               for (_, spec), ok in zip(flow_specs(prepared, options, (layer,)), applies) if ok]
     with torch.no_grad():
         base = float(model(prepared.tokens.to(model.W_E.device))[0, -1].float().softmax(-1)[token])
-    screen_s, exact_s = [], []
+    screen_s, exact_s, screen_cpu, exact_cpu = [], [], [], []
     for _ in range(repeats):  # interleaved, median kept: robust to other load on a shared machine
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         per_layer, clean = knockout_estimates(model, prepared, flows, token)  # [flow, layer]
         screen_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        screen_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         probabilities = knockout_probabilities(model, prepared, single)[:, token].double().numpy()
         exact_s.append(time.perf_counter() - start)
+        exact_cpu.append(time.process_time() - cpu)
     link = INVERSE_LINKS["log_odds"]
     estimated = ((link(clean + per_layer.numpy()) / link(clean) - 1.0) * 100.0).ravel()  # flow-major
     exact = ((probabilities - base) / base * 100.0).reshape(n_layers, len(flows)).T.ravel()
@@ -77,7 +79,8 @@ def bench_attribution(
     return {
         "speed_ratio": seconds_exact / seconds_screen, "spearman": float(spearmanr(estimated, exact).statistic),
         "top10_recall": _top_recall(estimated, exact, 10), "seconds_screen": seconds_screen,
-        "seconds_exact": seconds_exact, "n_configurations": len(single), "n_layers": n_layers,
+        "seconds_exact": seconds_exact, "cpu_ratio": statistics.median(exact_cpu) / statistics.median(screen_cpu),
+        "n_configurations": len(single), "n_layers": n_layers,
         "n_tokens": int(prepared.tokens.shape[1]), "cells": cells,
         "estimated": estimated, "exact": exact,
     }
@@ -90,9 +93,19 @@ def bench_lines(result: dict[str, Any], where: str = "") -> list[str]:
         _bench_line("gradient-attribution-vs-exact-sweep", result["speed_ratio"], ">", SPEED_TARGET),
         _bench_line("gradient-attribution-spearman", result["spearman"], ">", SPEARMAN_TARGET),
         f"INFO gradient-attribution{suffix}: screen {result['seconds_screen']:.2f} s vs exact sweep "
-        f"{result['seconds_exact']:.2f} s for {result['n_configurations']} single-layer knockouts "
-        f"({result['n_layers']} layers, {result['n_tokens']} tokens); top-10 recall {result['top10_recall']:.1f}",
+        f"{result['seconds_exact']:.2f} s wall (CPU-time ratio {result['cpu_ratio']:.2f}x) for {result['n_configurations']} "
+        f"single-layer knockouts ({result['n_layers']} layers, {result['n_tokens']} tokens); top-10 recall {result['top10_recall']:.1f}",
     ]
+
+
+def largest_effects(result: dict[str, Any], n: int = 6) -> list[str]:
+    """INFO lines: the cells with the largest exact effects, with their estimates and ranks (where it fails)."""
+    exact, estimated = result["exact"], result["estimated"]
+    rank = np.empty(len(estimated), dtype=int)
+    rank[np.argsort(-np.abs(estimated))] = np.arange(1, len(estimated) + 1)
+    return [f"INFO largest exact effect #{i + 1}: {result['cells'][cell][0]} at L{result['cells'][cell][1] + 1}: exact "
+            f"{exact[cell]:+.2f}%, estimated {estimated[cell]:+.2f}% (rank {rank[cell]} of {len(estimated)} by |estimate|)"
+            for i, cell in enumerate(np.argsort(-np.abs(exact))[:n])]
 
 
 def bench_builtin(n_per_task: int = 2, seed: int = 0) -> dict[str, Any]:
@@ -153,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"INFO shape {shape.name}: {shape.layers} layers, d_model {shape.d_model}, {shape.frames} frames; "
           f"{torch.get_num_threads()} threads")
     for line in bench_lines(result, where=f"random {shape.name} model"):
+        print(line, flush=True)
+    for line in largest_effects(result):
         print(line, flush=True)
     if args.builtin_n:
         builtin = bench_builtin(args.builtin_n)
