@@ -58,12 +58,9 @@ def test_merge_refuses_a_record_of_another_process(tmp_path):
 
 
 def _study(out: Path, data: Path) -> list[str]:
-    """The study command of both runs; ``n`` comes from a config file, as torchrun takes ``--n`` for an
-    abbreviation of its own options (--nnodes, --nproc-per-node, ...) wherever it appears."""
-    config = out.parent / "study.json"
-    config.write_text(json.dumps({"n": 1, "presets": "cross-frame,vql-to-ql"}), encoding="utf-8")  # what pathways needs
-    return ["study", "--data", str(data), "--config", str(config), "--analyses", ",".join(ANALYSES), "--formats", "html",
-            "--quiet", "--out", str(out)]
+    """The study command of both runs (the two presets pathways needs, to keep it short)."""
+    return ["study", "--data", str(data), "--n", "1", "--presets", "cross-frame,vql-to-ql", "--analyses", ",".join(ANALYSES),
+            "--formats", "html", "--quiet", "--out", str(out)]
 
 
 def test_two_processes_under_torchrun_write_the_single_process_records(tmp_path, study_benchmark_dir, capsys):
@@ -77,8 +74,9 @@ def test_two_processes_under_torchrun_write_the_single_process_records(tmp_path,
     (sharded / "pathways.jsonl").write_text("".join(json.dumps(obj) + "\n" for obj in kept), encoding="utf-8")
 
     env = os.environ | {"OMP_NUM_THREADS": "1", "TL_VIDEO_DIST_TIMEOUT_S": "300"}
+    # `--` ends torchrun's options: without it torchrun reads `--n` as an ambiguous abbreviation of its own
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tl_video.cli", *_study(sharded, study_benchmark_dir), "--resume"]
+               "-m", "--", "tl_video.cli", *_study(sharded, study_benchmark_dir), "--resume"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -22,7 +22,7 @@ to the first analysed example (each process draws one for its own first; the fir
 order is kept) and the attention token maps belong to the first ``token_map_examples`` analysed
 examples (each process records them for its own first ones, a superset; the others are cleared).
 
-    $ torchrun --nproc_per_node 4 -m tl_video.cli study --model ID --data DIR --out run   # doctest: +SKIP
+    $ torchrun --nproc_per_node 4 -m -- tl_video.cli study --model ID --data DIR --out run   # docs/distributed.md
 """
 
 from __future__ import annotations
