@@ -321,7 +321,7 @@ def _run_settings(settings: Settings, group: Any) -> int:
     from tl_video.analyses.study import run_study
 
     if group is not None:  # each process on its own device; process 0 alone talks, renders data and writes the summary
-        settings = replace(settings, values=settings.values | {"device": group.device})
+        settings = replace(settings, values=settings.values | {"device": group.device} | ({} if group.is_main else {"quiet": True}))
     progress = not settings.get("quiet", False) and (group is None or group.is_main)
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
     if group is None:
