@@ -398,7 +398,8 @@ def print_summary(run: Any) -> None:
     """What the run wrote, and its findings, on stdout."""
     print(f"wrote {run.out_dir}/ in {run.seconds:.0f} s:")
     for name, analysis in run.analyses.items():
-        print(f"  {analysis.record_file:<30} {analysis.n_records} records ({analysis.status}, {analysis.seconds:.0f} s)")
+        skipped = f", {analysis.n_skipped} examples skipped" if analysis.n_skipped else ""
+        print(f"  {analysis.record_file:<30} {analysis.n_records} records ({analysis.status}, {analysis.seconds:.0f} s{skipped})")
     print(f"  {'run.json':<30} command, versions, timings")
     print(f"  {'figures/':<30} {sum(len(a.figures) for a in run.analyses.values())} figure files")
     print(f"  {'report.html':<30} open in a browser (works offline)")

@@ -304,10 +304,13 @@ def _sweep_example(model: Any, scored: ScoredExample, configs: list[FlowConfig],
     records = []
     for config, (count, reason) in zip(pending, checks):
         record = {"key": config.key(example_id)} | config.fields(example_id, scored.task, k)
+        new = None if count is None else next(probabilities)
+        if new is not None and not torch.isfinite(new).all():  # e.g. an fp16 overflow: never averaged
+            count, reason = None, "the knockout's probabilities are not finite (NaN or inf: an overflow?); run in float32 or bfloat16"
         if count is None:
             record |= {"skipped": True, "reason": reason}
         else:
-            record |= {"skipped": False, "n_blocked_edges": count} | knockout_record(scored, next(probabilities))
+            record |= {"skipped": False, "n_blocked_edges": count} | knockout_record(scored, new)
         records.append(record)
     sink.append_many(records)
 

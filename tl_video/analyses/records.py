@@ -87,6 +87,7 @@ class RecordSink:
         self.header = header
         self.records = records
         self._by_key = {record["key"]: record for record in records}
+        self._resumed = set(self._by_key)
         self.n_resumed = len(records)
 
     @classmethod
@@ -119,6 +120,10 @@ class RecordSink:
 
     def has(self, key: str) -> bool:
         return key in self._by_key
+
+    def written_now(self, key: str) -> bool:
+        """Whether ``key`` was written by this run (not kept from disk on resume): a repeat is a duplicated id."""
+        return key in self._by_key and key not in self._resumed
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The record written under ``key``, or None."""

@@ -6,6 +6,11 @@ option's letter token (resolved through the tokenizer in context). The paper ana
 examples a model answers correctly (``samples="correct"``, the default); ``"wrong"`` and ``"all"``
 are the alternatives. Every pipeline writes one ``baseline`` record per example, so each rate in a
 report states its denominator.
+
+An example that cannot be analysed (its video cannot be decoded, its input is longer than the
+model's context, or the model's logits are not finite, e.g. an fp16 overflow) gets a ``skipped``
+record with the reason under the same key instead, and the run goes on; skipped examples count in
+no denominator, and the report states how many there were and why. A repeated example id is an error.
 """
 
 from __future__ import annotations
@@ -18,14 +23,22 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from tl_video.analyses.distributed import owns
-from tl_video.data.examples import VideoQAExample
+from tl_video.data.examples import VideoQAExample, check_unique_ids
 from tl_video.prompts.answers import answer_token_id, option_token_ids
-from tl_video.prompts.prepare import prepare_example
+from tl_video.prompts.prepare import InputTooLongError, prepare_example
 from tl_video.prompts.prepared import PreparedInput
+from tl_video.video.errors import VideoError
 
 Samples = Literal["correct", "all", "wrong"]
 SAMPLE_MODES: tuple[str, ...] = ("correct", "all", "wrong")
 PROMPT_STYLES: tuple[str, ...] = ("chat", "paper")
+
+
+class NonFiniteLogitsError(ValueError):
+    """The model's logits hold NaN or inf (e.g. an overflow in float16): no probability can be read from them."""
+
+
+SKIPPED_PROBLEMS = (VideoError, InputTooLongError, NonFiniteLogitsError)  # an example with one of these is skipped, with its reason
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +122,14 @@ def score_example(model: Any, example: VideoQAExample, options: StudyOptions, **
         )
     prepared = prepare_for_study(model, example, options, **kwargs)
     letters = option_token_ids(model.tokenizer, prepared)
-    probabilities = model(prepared.tokens)[0, -1].float().softmax(-1).cpu()
+    logits = model(prepared.tokens)[0, -1]
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).sum())
+        raise NonFiniteLogitsError(
+            f"example {example.example_id!r}: {bad} of {logits.numel()} logits at the answer position are NaN or inf "
+            f"in {str(logits.dtype).replace('torch.', '')} (an overflow?); run in float32 or bfloat16"
+        )
+    probabilities = logits.float().softmax(-1).cpu()
     true_token = letters[prepared.layout.true_option]
     return ScoredExample(
         example=example, prepared=prepared, letters=letters, probabilities=probabilities,
@@ -148,15 +168,27 @@ def scored_examples(
     """
     if not examples:
         raise ValueError("no examples to analyse")
+    check_unique_ids(examples)
     for example in tqdm(examples, desc=desc, unit="example", disable=not progress, leave=False):
         if not owns(example):  # another process's shard (tl_video.analyses.distributed)
             continue
         key = f"baseline/{example.example_id}"
         previous = None if sink is None else sink.get(key)
+        if previous is not None and sink.written_now(key):
+            raise ValueError(
+                f"example_id {example.example_id!r} was already analysed in this run; records are keyed by id, "
+                "so give every example a unique example_id"
+            )
         if previous is not None and not previous["selected"]:
             continue
         with model.video_bank.scope():
-            scored = score_example(model, example, options)
+            try:
+                scored = score_example(model, example, options)
+            except SKIPPED_PROBLEMS as error:
+                if sink is None or previous is not None:
+                    raise  # nowhere to record the skip, or scored before and failing now: the data changed
+                sink.append(skipped_record(example, error))
+                continue
             if previous is None:
                 selected = is_selected(scored, options.samples)
                 if sink is not None:
@@ -164,6 +196,21 @@ def scored_examples(
                 if not selected:
                     continue
             yield scored
+
+
+def skipped_record(example: VideoQAExample, error: BaseException) -> dict[str, Any]:
+    """The record of an example that could not be analysed: under its baseline key, with the reason."""
+    return {
+        "key": f"baseline/{example.example_id}", "kind": "skipped", "example_id": example.example_id,
+        "task": example.task or "all", "selected": False, "error": type(error).__name__,
+        "reason": " ".join(str(error).split()) or type(error).__name__,
+    }
+
+
+def skipped_examples(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``skipped`` records of a run (examples that could not be analysed), each with its reason; they
+    count in none of `baseline_summary`'s numbers."""
+    return [r for r in records if r.get("kind") == "skipped"]
 
 
 def baseline_summary(records: Sequence[dict[str, Any]]) -> dict[str, int]:

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tl_video.analyses.records import RecordWriteError
-from tl_video.analyses.scoring import StudyOptions
-from tl_video.data.examples import VideoQAExample
+from tl_video.analyses.scoring import StudyOptions, skipped_examples
+from tl_video.data.examples import VideoQAExample, check_unique_ids
 
 RUN_FILE = "run.json"
 FIGURE_FOLDER = "figures"
@@ -152,6 +152,7 @@ class AnalysisRun:
     error: str | None = None
     n_records: int = 0
     n_resumed: int = 0
+    n_skipped: int = 0  # examples that could not be analysed (skipped records, each with its reason)
     figures: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the command that ran it (a folder may hold analyses of several commands)
@@ -204,6 +205,7 @@ def run_study(
     started = time.time()
     say = log or ((lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None))
     names = check_analyses(analyses)
+    check_unique_ids(examples)  # records are keyed by example id: a repeat would be lost
     extra = dict(pipeline_options or {})
     stray = [name for name in extra if name not in ANALYSES]
     if stray:
@@ -259,8 +261,10 @@ def run_study(
             continue
         run.seconds = time.time() - begin
         run.status, run.n_records = "done", len(result.records)
+        run.n_skipped = len(skipped_examples(result.records))
         results[name] = result
-        say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s")
+        skips = f" ({run.n_skipped} examples skipped: see the report)" if run.n_skipped else ""
+        say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s{skips}")
         write_run_json(out_dir, info, runs, started)
 
     main = _is_main_process()  # a data-parallel study draws and reports in process 0 only

@@ -8,7 +8,6 @@ goes into every record file's header, so resuming with another selection is refu
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +94,9 @@ def _detect(path: Path) -> str:
         return "jsonl"
     if path.suffix != ".json":
         raise ValueError(f"--data {path}: expected a .jsonl or .json file (or a dataset folder), got {path.suffix or 'no suffix'}")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"--data {path}: cannot be read as JSON ({error})") from None
+    from tl_video.data.records import load_json_file
+
+    content = load_json_file(path)  # a DatasetError naming the file: empty, not UTF-8 (byte, line), not JSON, a key twice
     first = next(iter(content.values() if isinstance(content, dict) else content), None) if content else None
     if isinstance(first, dict) and "candidates" in first:
         return "tvbench"

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import math
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["VideoQAExample", "InvalidExampleError", "OPTION_LETTERS"]
+__all__ = ["VideoQAExample", "InvalidExampleError", "OPTION_LETTERS", "check_unique_ids"]
 
 OPTION_LETTERS = string.ascii_uppercase
 """Option letters in order: option 0 is "A"."""
@@ -174,3 +174,15 @@ class VideoQAExample:
         if missing:
             raise InvalidExampleError(missing[0], f"VideoQAExample record is missing required field(s) {missing}.")
         return cls(**data)
+
+
+def check_unique_ids(examples: Iterable[VideoQAExample], where: str = "examples") -> None:
+    """Raise when two examples share an ``example_id``: ids name the records of a run, so a repeat would be lost."""
+    seen: dict[str, int] = {}
+    for index, example in enumerate(examples):
+        first = seen.setdefault(example.example_id, index)
+        if first != index:
+            raise ValueError(
+                f"{where}: example_id {example.example_id!r} is used by examples {first} and {index}; records are keyed "
+                "by id, so give every example a unique example_id"
+            )

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tl_video.data.examples import InvalidExampleError, VideoQAExample
-from tl_video.data.problems import OnError, ReadResult, RecordProblem, check_on_error, finish
+from tl_video.data.problems import DatasetError, OnError, ReadResult, RecordProblem, check_on_error, finish
 from tl_video.data.records import JsonTextError, decode_json, video_problem
 
 __all__ = ["read_jsonl", "write_jsonl"]
@@ -93,6 +93,10 @@ def read_jsonl(
                 problems.extend(here)
             else:
                 examples.append(_with_video(example, str(video)))
+    if total == 0:
+        problems.append(RecordProblem(file=file, index=None, field="file",
+                                      message="the file is empty: it holds no records (an interrupted download or copy?)"))
+        raise DatasetError(file, problems)
     return finish(file, examples, problems, total, on_error)
 
 

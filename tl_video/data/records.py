@@ -37,7 +37,9 @@ def decode_json(raw: bytes, first_line: int = 1) -> Any:
             f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {column}; re-save the file as UTF-8"
         ) from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKeyError as exc:
+        raise JsonTextError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise JsonTextError(f"not valid JSON: {exc.msg} at line {exc.lineno + first_line - 1}, column {exc.colno}") from None
     except RecursionError:
@@ -50,6 +52,22 @@ def decode_json(raw: bytes, first_line: int = 1) -> Any:
 
 
 _MAX_DEPTH = 500
+
+
+class DuplicateKeyError(ValueError):
+    """One JSON object names the same key twice (Python's json keeps only the last: a record would be lost)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(
+                f"the key {key!r} appears twice in one JSON object; JSON readers keep only the last, so a record "
+                "or field would be lost silently: make the keys unique"
+            )
+        out[key] = value
+    return out
 
 
 def _line_and_column(raw: bytes, offset: int, first_line: int) -> tuple[int, int]:
@@ -88,8 +106,12 @@ def load_json_file(path: str | Path) -> Any:
         if path.is_dir():
             raise IsADirectoryError(f"dataset path {str(path)!r} is a folder; pass the annotation file inside it (e.g. a .json or .jsonl file).")
         raise FileNotFoundError(f"dataset file not found: {str(path)!r} (resolved: {path.absolute()}).")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DatasetError(str(path), [RecordProblem(file=str(path), index=None, field="file",
+                                                     message="the file is empty: it holds no records (an interrupted download or copy?)")])
     try:
-        return decode_json(path.read_bytes())
+        return decode_json(raw)
     except JsonTextError as exc:
         raise DatasetError(str(path), [RecordProblem(file=str(path), index=None, field="file", message=str(exc))]) from None
 

@@ -18,6 +18,10 @@ from tl_video.prompts.render import render_prompt
 from tl_video.video.decode import DecodedVideo
 from tl_video.video.timing import VideoTiming, resolve_timing
 
+
+class InputTooLongError(ValueError):
+    """A prepared input holds more tokens than the model's context (a study records the example as skipped)."""
+
 if TYPE_CHECKING:
     from tl_video.model.hooked_video_transformer import HookedVideoTransformer
 
@@ -151,7 +155,7 @@ def prepare_input(
             f"produced {n_features} video tokens; the prompt has no room for the video as written"
         )
     if input_ids.shape[0] > model.cfg.n_ctx:
-        raise ValueError(
+        raise InputTooLongError(
             f"the prepared input is {input_ids.shape[0]} tokens ({n_features} of them video) but the model's "
             f"context is {model.cfg.n_ctx}; use fewer frames (num_frames=) or a shorter prompt"
         )

@@ -25,6 +25,7 @@ class Section:
     figures: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     baseline: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # examples that could not be analysed, with reasons
     problems: list[str] = field(default_factory=list)  # parts that could not be drawn, one line each
 
 
@@ -102,6 +103,7 @@ def _section(run_dir: Path, analysis: Analysis, info: dict[str, Any], figures: M
         return section
     section.header = result.header
     section.baseline = [r for r in result.records if r.get("kind") == "baseline"]
+    section.skipped = [r for r in result.records if r.get("kind") == "skipped"]
     for part, build in (("findings", result.findings), ("figures", lambda: figures if figures is not None else pipeline.figures(result)),
                         ("tables", getattr(result, "tables", dict))):
         try:
@@ -192,7 +194,7 @@ def _analysis_html(section: Section, index: int) -> str:
         parts.append(f'<p class="error">{escape(section.status)}: {escape(section.error)}</p>')
     elif section.status == "missing":
         parts.append('<p class="error">No records: this analysis did not run.</p>')
-    if section.baseline:
+    if section.baseline or section.skipped:
         parts.append(_baseline_line(section))
     for problem in section.problems:
         parts.append(f'<p class="error">Not shown: {escape(problem)}</p>')
@@ -215,8 +217,14 @@ def _baseline_line(section: Section) -> str:
     correct = sum(bool(r.get("correct")) for r in section.baseline)
     analysed = sum(bool(r.get("selected")) for r in section.baseline)
     samples = (section.header.options or {}).get("samples", "correct") if section.header else "correct"
+    skipped = ""
+    if section.skipped:
+        reasons = "; ".join(f"{r['example_id']}: {r['reason']}" for r in section.skipped[:5])
+        more = f"; and {len(section.skipped) - 5} more" if len(section.skipped) > 5 else ""
+        skipped = (f" {len(section.skipped)} more example{'s' if len(section.skipped) > 1 else ''} could not be analysed and "
+                   f"count in no number ({escape(reasons + more)}).")
     return (f"<p>Analysed {analysed} of {n} examples (samples = <code>{escape(samples)}</code>; answered correctly at "
-            f"baseline: {correct}/{n}, {100 * correct / max(n, 1):.0f}%).</p>")
+            f"baseline: {correct}/{n}, {100 * correct / max(n, 1):.0f}%).{skipped}</p>")
 
 
 def _baseline_tables(sections: list[Section]) -> str:

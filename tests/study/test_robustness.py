@@ -1,0 +1,196 @@
+"""Robustness of a study run, case by case: each bad input ends in a clear error or in a skipped record
+with its reason (counted in run.json, the summary and the report), never in a silent wrong number or a
+lost result.
+
+Cases: corrupted and truncated videos inside a dataset, empty / non-UTF-8 / duplicated-key annotation
+files, duplicated example ids, NaN/inf from an fp16 overflow, an example longer than the model's
+context, and a disk that fills up mid-run. (A knockout that leaves a query no key to attend to is
+pinned in tests/test_knockout_semantics.py: the row attends to nothing.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from tl_video.analyses.flow import FlowOptions, FlowResult, run_flow
+from tl_video.analyses.records import RecordWriteError, read_records
+from tl_video.analyses.scoring import StudyOptions, skipped_examples
+from tl_video.analyses.study import read_run_info, run_study
+from tl_video.analyses.study_data import load_examples
+from tl_video.data import DatasetError, read_jsonl, read_tomato, read_tvbench
+from tl_video.model.hooked_video_transformer import HookedVideoTransformer
+
+PRESETS = ("vql-to-ql",)
+FLOW_ONLY = {"analyses": ("flow",), "pipeline_options": {"flow": {"presets": PRESETS}}, "formats": ("html",), "progress": False}
+
+
+def _three(study_examples):
+    """The first example of three tasks (study_examples holds two per task)."""
+    return [study_examples[0], study_examples[2], study_examples[4]]
+
+
+def _flow_records(out_dir):
+    return {r["key"]: r for r in read_records(out_dir / "flow.jsonl")[1]}
+
+
+# ----------------------------------------------------------------------------- videos inside a dataset
+
+
+def test_corrupted_and_truncated_videos_are_skipped_with_their_reason_and_counted(tmp_path, toy_model, study_examples):
+    good, truncated, corrupted = _three(study_examples)
+    raw = open(truncated.video, "rb").read()
+    (tmp_path / "truncated.mp4").write_bytes(raw[: len(raw) * 2 // 5])  # a cut-off download
+    damaged = bytearray(open(corrupted.video, "rb").read())
+    damaged[len(damaged) // 3:] = bytes(len(damaged) - len(damaged) // 3)  # zeroed from a third on
+    (tmp_path / "corrupted.mp4").write_bytes(bytes(damaged))
+    examples = [good, dataclasses.replace(truncated, video=str(tmp_path / "truncated.mp4")),
+                dataclasses.replace(corrupted, video=str(tmp_path / "corrupted.mp4"))]
+
+    study = run_study(toy_model, examples, out_dir=tmp_path / "run", **FLOW_ONLY)
+
+    result = study.results["flow"]
+    skipped = {r["example_id"]: r for r in skipped_examples(result.records)}
+    assert set(skipped) == {truncated.example_id, corrupted.example_id}
+    assert all("cannot be read as a video" in r["reason"] and r["error"] == "UnreadableVideoError" for r in skipped.values())
+    assert result.baseline()["n_examples"] == 1  # skipped examples count in no denominator
+    assert {r["example_id"] for r in result.evaluated()} == {good.example_id}  # the run went on
+    assert study.analyses["flow"].n_skipped == 2 and read_run_info(tmp_path / "run")["analyses"]["flow"]["n_skipped"] == 2
+    report = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "2 more examples could not be analysed" in report and truncated.example_id in report
+
+    again = run_study(toy_model, examples, out_dir=tmp_path / "run", resume=True, **FLOW_ONLY)  # resume: the skips stay
+    assert again.results["flow"].records == result.records
+
+
+# ----------------------------------------------------------------------------- annotation files
+
+
+@pytest.mark.parametrize("name", ["examples.jsonl", "blank.jsonl"])
+def test_empty_jsonl_file_is_a_clear_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("" if name == "examples.jsonl" else "\n \n")
+    with pytest.raises(DatasetError, match=rf"(?s){name}.*field 'file': the file is empty: it holds no records"):
+        read_jsonl(path)
+
+
+def test_empty_json_annotation_files_are_a_clear_error(tmp_path):
+    path = tmp_path / "action_sequence.json"
+    path.write_bytes(b"")
+    for read in (lambda: read_tvbench(path, tmp_path), lambda: read_tomato(path, tmp_path), lambda: load_examples(path)):
+        with pytest.raises(DatasetError, match=r"(?s)action_sequence\.json.*the file is empty: it holds no records"):
+            read()
+
+
+def test_non_utf8_annotation_file_given_to_a_study_names_byte_and_line(tmp_path):
+    path = tmp_path / "human.json"
+    path.write_bytes(b'{"a": {"question": "caf\xe9?"}}')  # Latin-1
+    with pytest.raises(DatasetError, match=r"(?s)human\.json.*not UTF-8 text: byte 0xe9 at line 1, column 24; re-save"):
+        load_examples(path)
+
+
+def test_a_json_object_with_a_key_twice_is_an_error_not_a_lost_record(tmp_path):
+    record = {"key": "k", "demonstration_type": "human", "question": "Which way?", "options": ["up", "down"], "answer": 0}
+    body = json.dumps(record)
+    path = tmp_path / "human.json"
+    path.write_text(f'{{"q1": {body}, "q1": {body}}}')  # TOMATO is keyed by record id; json keeps only the last
+    with pytest.raises(DatasetError, match=r"the key 'q1' appears twice in one JSON object.*make the keys unique"):
+        read_tomato(path, tmp_path, check_videos=False)
+
+
+def test_duplicated_example_ids_in_a_jsonl_file_are_reported(tmp_path, study_examples):
+    line = json.dumps(study_examples[0].to_json())
+    path = tmp_path / "examples.jsonl"
+    path.write_text(line + "\n" + line + "\n")
+    with pytest.raises(DatasetError, match=r"record 1, field 'example_id': .* repeats the id of line 0"):
+        read_jsonl(path)
+
+
+def test_duplicated_example_ids_given_to_a_pipeline_or_study_are_an_error(tmp_path, toy_model, study_examples):
+    twice = [study_examples[0], study_examples[1], study_examples[0]]
+    with pytest.raises(ValueError, match=r"example_id '.*' (is used by examples 0 and 2|was already analysed in this run).*unique example_id"):
+        run_flow(toy_model, twice, FlowOptions(presets=PRESETS), out_dir=tmp_path / "flow", progress=False)
+    with pytest.raises(ValueError, match=r"example_id '.*' is used by examples 0 and 2.*unique example_id"):
+        run_study(toy_model, twice, out_dir=tmp_path / "study", **FLOW_ONLY)
+
+
+# ----------------------------------------------------------------------------- numbers the model cannot give
+
+
+def test_fp16_overflow_is_recorded_as_a_skip_and_never_averaged(tmp_path, study_examples):
+    torch.set_num_threads(1)
+    model = HookedVideoTransformer.from_pretrained("tl-video/toy-temporal", dtype="float16")
+    with torch.no_grad():
+        model.blocks[0].mlp.W_out.mul_(1e4)  # the residual overflows fp16's 65504: inf, then NaN after the norm
+    result = run_flow(model, study_examples[:2], FlowOptions(presets=PRESETS), out_dir=tmp_path, progress=False)
+    skipped = skipped_examples(result.records)
+    assert len(skipped) == 2 and all(r["error"] == "NonFiniteLogitsError" for r in skipped)
+    assert "logits at the answer position are NaN or inf in float16" in skipped[0]["reason"]
+    assert result.evaluated() == [] and result.baseline()["n_examples"] == 0
+    assert FlowResult.read(tmp_path).records == result.records
+
+
+def test_example_longer_than_the_context_is_skipped_and_the_run_goes_on(tmp_path, toy_model, study_examples):
+    good = study_examples[0]
+    long = dataclasses.replace(study_examples[1], question="Which one, " + "really " * (toy_model.cfg.n_ctx + 10) + "?")
+    result = run_flow(toy_model, [long, good], FlowOptions(presets=PRESETS), out_dir=tmp_path, progress=False)
+    (skipped,) = skipped_examples(result.records)
+    assert skipped["example_id"] == long.example_id and skipped["error"] == "InputTooLongError"
+    assert f"the model's context is {toy_model.cfg.n_ctx}; use fewer frames" in skipped["reason"]
+    assert {r["example_id"] for r in result.evaluated()} == {good.example_id}
+
+
+# ----------------------------------------------------------------------------- a disk that fills up
+
+
+def test_disk_full_mid_run_stops_with_the_path_and_resumes_to_the_full_records(tmp_path, toy_model, study_examples, monkeypatch):
+    """The disk cannot be made to fill up here, so the low-level write fails as a full disk does: the
+    record batch of the second example is written in part, then ENOSPC."""
+    examples = _three(study_examples)
+    reference = {r["key"]: r for r in run_flow(toy_model, examples, FlowOptions(presets=PRESETS), progress=False).records}
+    real_write, calls = os.write, []
+
+    def filling_disk(fd, data):
+        calls.append(len(data))
+        if len(calls) == 5:  # header, baseline 1, sweep 1, baseline 2, then the sweep of example 2 half written
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "write", filling_disk)
+    with pytest.raises(RecordWriteError, match=rf"cannot write records to {out / 'flow.jsonl'}: the disk is full; the records "
+                                               r"written before are intact.*rerun with --resume"):
+        run_study(toy_model, examples, out_dir=out, **FLOW_ONLY)
+    monkeypatch.setattr(os, "write", real_write)
+
+    assert read_run_info(out)["analyses"]["flow"]["status"] == "interrupted"
+    with pytest.raises(ValueError, match="not a complete JSON record"):  # the torn batch is really on disk
+        read_records(out / "flow.jsonl")
+    kept = read_records(out / "flow.jsonl", drop_torn_tail=True)[1]
+    assert len(kept) > 1 and all(_close(record, reference[record["key"]]) for record in kept)  # intact, as computed
+
+    run_study(toy_model, examples, out_dir=out, resume=True, **FLOW_ONLY)
+    records = read_records(out / "flow.jsonl")[1]
+    assert len(records) == len({r["key"] for r in records}) == len(reference)
+    assert all(_close(record, reference[record["key"]]) for record in records)
+
+
+def _close(record: dict, expected: dict) -> bool:
+    """Same fields and values (floats to 1e-6 relative, NaN equal to NaN)."""
+    def same(a, b):
+        if isinstance(b, float) and isinstance(a, (int, float)):
+            return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+        if isinstance(b, dict):
+            return isinstance(a, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in b)
+        if isinstance(b, list):
+            return isinstance(a, list) and len(a) == len(b) and all(map(same, a, b))
+        return a == b
+    return same(record, expected)
