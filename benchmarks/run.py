@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint = save_checkpoint(shape, Path(folder) / "checkpoint")
         model = load(checkpoint, dtype, args.device, keep_hf_model=True)
         prepared = prepare(model, shape)
-        reference = ReferenceKnockout(model.hf_model[0], model.embed_tokens(prepared.tokens))
+        reference = ReferenceKnockout(model.hf_model[0], model.embed_tokens(prepared.tokens.to(args.device)))
         bench = Bench(model, reference, prepared, shape, args.device, args.repeats)
         layout = prepared.layout
         emit(f"SETUP shape={shape.name} layers={model.cfg.n_layers} d_model={model.cfg.d_model} "
