@@ -129,7 +129,8 @@ logit_diff = (logits - reference.logits).abs().max().item()
 residual_diff = [(cache["resid_pre", layer] - reference.hidden_states[layer]).abs().max().item() for layer in range(model.cfg.n_layers)]
 print(f"{family.name}: max |logits ours - HF| = {logit_diff:.1e}; per-layer resid_pre: {[f'{d:.0e}' for d in residual_diff]}")
 fig = go.Figure(go.Bar(x=[f"resid_pre L{l + 1}" for l in range(model.cfg.n_layers)] + ["logits"],
-                       y=[max(d, 1e-12) for d in residual_diff + [logit_diff]]))
+                       y=[max(d, 1e-12) for d in residual_diff + [logit_diff]],
+                       text=[f"{d:.1e}" if d else "0 (exact)" for d in residual_diff + [logit_diff]], textposition="outside"))
 fig.update_yaxes(type="log", title="max |ours − HF| (fp32)", range=[-12, 0])
 fig.update_layout(title=f"Parity with the HF model ({family.name}, tiny random checkpoint)", width=600, height=350)
 show(fig, "08_parity")
