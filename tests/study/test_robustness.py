@@ -194,3 +194,21 @@ def _close(record: dict, expected: dict) -> bool:
             return isinstance(a, list) and len(a) == len(b) and all(map(same, a, b))
         return a == b
     return same(record, expected)
+
+
+def test_a_knockout_whose_probabilities_are_not_finite_is_a_skipped_configuration(tmp_path, toy_model, study_examples):
+    """A real forward hook makes every second forward after the baseline overflow (as an fp16 knockout can):
+    those configurations are recorded as skipped with the reason; the finite ones keep their numbers."""
+    calls = []
+
+    def overflow_sometimes(resid, hook):
+        calls.append(1)
+        return resid if len(calls) % 2 else resid * float("inf")  # call 1 = the baseline: finite
+
+    with toy_model.hooks(fwd_hooks=[("blocks.5.hook_resid_post", overflow_sometimes)]):
+        result = run_flow(toy_model, study_examples[:1], FlowOptions(presets=PRESETS), out_dir=tmp_path, progress=False)
+    flow = [r for r in result.records if r["kind"] == "flow"]
+    bad = [r for r in flow if r["skipped"] and "not finite" in r["reason"]]
+    assert bad and len(bad) < len(flow) and all("change_true" not in r for r in bad)
+    assert all(math.isfinite(r["change_true"]) for r in result.evaluated())
+    assert not toy_model.hook_dict["blocks.5.hook_resid_post"].fwd_hooks  # the hook is gone for the other tests
