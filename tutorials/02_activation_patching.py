@@ -127,8 +127,11 @@ for spec in [Reverse(), Shuffle(seed=0), Freeze(index=0)]:
     bad_logits = model(bad.tokens)[0, -1]
     model_letter = max(letters, key=lambda letter: bad_logits[letters[letter]])
     gaps[spec.name] = (bad_logits[letters[clean_letter]] - bad_logits[letters[model_letter]]).item()
-    print(f"{spec!r:18} model answers {model_letter} on the corrupted clip; "
-          f"logit({clean_letter}) - logit({model_letter}) = {gaps[spec.name]:.2f}")
+    if model_letter == clean_letter:  # nothing to restore: the pipeline below excludes such examples
+        print(f"{spec!r:18} model still answers {clean_letter} on the corrupted clip: no gap to patch")
+    else:
+        print(f"{spec!r:18} model answers {model_letter} on the corrupted clip; "
+              f"logit({clean_letter}) - logit({model_letter}) = {gaps[spec.name]:.2f}")
 
 # %% [markdown]
 # ## Statistics over examples: the patching pipeline
