@@ -187,3 +187,16 @@ def test_scored_examples_and_the_answer_metric_are_accepted(model):
 def test_bad_arguments_raise_one_clear_line(model, kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("(", "\\(")):
         knockout_attribution(model, [_example("x")], **kwargs)
+
+
+def test_screen_of_the_built_in_model_on_synthetic_examples(tmp_path):
+    from tl_video.data import generate_benchmark
+
+    toy = tl_video.HookedVideoTransformer.from_pretrained("tl-video/toy-temporal")
+    examples = generate_benchmark(tmp_path, n_per_task=1, tasks=["moving_direction"], seed=0)
+    screen = knockout_attribution(toy, examples, FlowOptions(presets=("vql-to-ql",), samples="all"), progress=False)
+    assert screen.example_ids == (examples[0].example_id,) and screen.deltas.shape == (1, 4, toy.cfg.n_layers)
+    assert screen.labels == ["Video↛Question", "Video↛Last", "Question↛Last", "Last↛Last"]
+    assert np.isfinite(screen.estimates).all() and (screen.estimates >= -100.0).all()
+    data = screen.to_json()
+    assert data["link"] == "log_odds" and data["exact"] is None and len(data["deltas"][0]) == 4
