@@ -63,6 +63,7 @@ def test_tutorial_02(tmp_path):
     counts = summary["pipeline_counts"]
     assert set(counts) == {"reverse", "shuffle(seed=0)", "freeze(index=0)"} and counts["reverse"]["n"] >= 3
     assert len(summary["pipeline_mean_recovery_reverse"]) == 6
+    assert summary["tl_stats_examples"] == 3 and 0.5 < summary["tl_stats_best_mean"] <= 1.2  # some frame and layer restore it
     assert (tmp_path / "out" / "reversed.mp4").is_file() and "02_layer_by_frame.html" in figures(out)
     assert "Under reverse" in stdout  # the pipeline's finding
 

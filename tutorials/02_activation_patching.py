@@ -23,7 +23,7 @@ from transformer_lens import patching
 import tl_video
 from tl_video.analyses import PatchingOptions, PatchingResult, run_patching
 from tl_video.data import generate_benchmark
-from tl_video.interventions import mean_of, normalized_recovery, patch_frames
+from tl_video.interventions import mean_of, normalized_recovery, patch_frames, stack_examples
 from tl_video.plots.patching import recovery_heatmap
 from tl_video.prompts import prepare_example
 from tl_video.prompts.answers import option_token_ids
@@ -134,6 +134,33 @@ for spec in [Reverse(), Shuffle(seed=0), Freeze(index=0)]:
               f"logit({clean_letter}) - logit({model_letter}) = {gaps[spec.name]:.2f}")
 
 # %% [markdown]
+# ## Statistics over examples with TransformerLens's `PatchingResult`
+#
+# With `reduce="none"` (and a metric that returns one value per batch row) every sweep returns
+# TransformerLens's `PatchingResult`, which keeps the example axis and knows its statistics: mean,
+# standard error, bootstrap interval, and a permutation p-value against the unpatched corrupted run.
+# Examples with different prompts have different layouts, so each is swept on its own and
+# `stack_examples` joins them. (With three examples a sign-flip test cannot go below p = 0.25.)
+
+# %%
+per_example = []
+for other in [e for e in examples if e.task == "moving_direction"]:
+    good = prepare_example(model, other)
+    bad = prepare_example(model, other, video=Reverse()(good.frames))
+    other_letters = option_token_ids(model.tokenizer, good)
+    a, b = other_letters[other.answer_letter], other_letters[other.option_letters[other.metadata["reversed_answer_index"]]]
+    other_metric = lambda logits, a=a, b=b: logits[:, -1, a] - logits[:, -1, b]  # noqa: E731
+    good_logits, good_cache = model.run_with_cache(good.tokens)
+    other_recovery = normalized_recovery(other_metric, other_metric(good_logits), other_metric(model(bad.tokens)))
+    per_example.append(patch_frames(model, good, bad, good_cache, other_recovery, reduce="none", progress=False))
+stacked = stack_examples(per_example)  # values [layer, frame, example]
+low, high = stacked.bootstrap_ci(seed=0)
+p_values = stacked.permutation_pvalue(seed=0)
+best = divmod(int(stacked.mean().argmax()), clean.layout.n_frames)
+print(f"{stacked.values.shape[-1]} examples; largest mean recovery at L{best[0] + 1}, frame {best[1] + 1}: "
+      f"{stacked.mean()[best]:.2f} [{low[best]:.2f}, {high[best]:.2f}], permutation p = {p_values[best]:.2f}")
+
+# %% [markdown]
 # ## Statistics over examples: the patching pipeline
 #
 # `run_patching` does all of the above for every example the model answers correctly, for each
@@ -156,7 +183,7 @@ values = result.recovery_values("reverse")  # [example, layer, frame]
 summary = {
     "clean_metric": clean_value.item(), "corrupted_metric": corrupted_value.item(),
     "recovery_last_layer_by_frame": by_frame[-1].tolist(), "recovery_first_layer_all_video": by_group[0, 0].item(),
-    "gaps": gaps, "pipeline_counts": {c: result.counts(c) for c in result.corruptions},
+    "gaps": gaps, "tl_stats_examples": stacked.values.shape[-1], "tl_stats_best_mean": stacked.mean()[best].item(), "pipeline_counts": {c: result.counts(c) for c in result.corruptions},
     "pipeline_mean_recovery_reverse": np.nan_to_num(values.mean(0)).tolist() if len(values) else [],
 }
 (OUT / "02_summary.json").write_text(json.dumps(summary, indent=1))
