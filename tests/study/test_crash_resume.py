@@ -6,6 +6,8 @@ Kill points are drawn with a seeded generator: either once the record file has r
 number of lines (inside the sweep, or after the last record while figures and the report are
 written) or after a random delay from the start (often while the process is still importing or
 loading the model). Each trial's points and line counts are printed (``pytest -s``) for the record.
+The slow variants kill more often, and kill `tl-video study --analyses flow,pathways,lens` (compared
+file by file with an uninterrupted study).
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ PRESET = "vql-to-ql"
 N_PER_TASK = 1  # the first example of each of the 5 tasks
 
 
-def _command(data: Path, out: Path, resume: bool) -> list[str]:
-    command = [sys.executable, "-m", "tl_video.cli", "flow", "--data", str(data), "--n", str(N_PER_TASK),
-               "--out", str(out), "--presets", PRESET, "--formats", "html", "--quiet", "--threads", "1"]
+FLOW = ("flow", "--presets", PRESET)
+STUDY = ("study", "--analyses", "flow,pathways,lens", "--presets", f"cross-frame,{PRESET}")  # pathways reads both flows' curves
+
+
+def _command(data: Path, out: Path, resume: bool, what: tuple[str, ...] = FLOW) -> list[str]:
+    command = [sys.executable, "-m", "tl_video.cli", *what, "--data", str(data), "--n", str(N_PER_TASK),
+               "--out", str(out), "--formats", "html", "--quiet", "--threads", "1"]
     return command + (["--resume"] if resume else [])
 
 
-def _lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
+def _lines(out: Path) -> int:
+    """Lines in every record file of the run folder."""
+    return sum(path.read_bytes().count(b"\n") for path in out.glob("*.jsonl")) if out.is_dir() else 0
 
 
 def _run_until(command: list[str], records: Path, point: tuple[str, float] | None, timeout: float = 300) -> tuple[int, int]:
@@ -85,10 +89,10 @@ def reference(toy_model, study_benchmark_dir):
     return {record["key"]: record for record in result.records}
 
 
-def kill_and_resume(data: Path, out: Path, expected_lines: int, seed: int, n_kills: int) -> list[str]:
+def kill_and_resume(data: Path, out: Path, expected_lines: int, seed: int, n_kills: int, what: tuple[str, ...] = FLOW) -> list[str]:
     """Kill the run ``n_kills`` times at seeded random points, then resume to the end; returns what happened."""
     rng = random.Random(seed)
-    records = out / "flow.jsonl"
+    records = out
     log = []
     for trial in range(n_kills + 1):
         point, before = None, _lines(records)
@@ -97,12 +101,12 @@ def kill_and_resume(data: Path, out: Path, expected_lines: int, seed: int, n_kil
                 point = ("delay", round(rng.uniform(0.5, 8.0), 2))
             else:
                 point = ("lines", rng.randint(before + 1, expected_lines))
-        code, after = _run_until(_command(data, out, resume=trial > 0), records, point)
+        code, after = _run_until(_command(data, out, resume=trial > 0, what=what), records, point)
         log.append(f"run {trial}: point={point} lines {before}->{after} {'killed' if code else 'finished'}")
         if code == 0:
             break
     else:
-        code, after = _run_until(_command(data, out, resume=True), records, None)
+        code, after = _run_until(_command(data, out, resume=True, what=what), records, None)
         log.append(f"final run: lines -> {after} finished")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     log.append(f"CPU of all runs (children so far): {usage.ru_utime + usage.ru_stime:.0f} s")
@@ -110,8 +114,8 @@ def kill_and_resume(data: Path, out: Path, expected_lines: int, seed: int, n_kil
     return log
 
 
-def check_equal(out: Path, reference: dict) -> None:
-    _, records = read_records(out / "flow.jsonl")  # strict: a torn line anywhere is an error
+def check_equal(out: Path, reference: dict, name: str = "flow.jsonl") -> None:
+    _, records = read_records(out / name)  # strict: a torn line anywhere is an error
     keys = [record["key"] for record in records]
     assert len(keys) == len(set(keys)), f"duplicated records: {sorted(k for k in keys if keys.count(k) > 1)[:5]}"
     assert set(keys) == set(reference), f"missing {sorted(set(reference) - set(keys))[:5]}, extra {sorted(set(keys) - set(reference))[:5]}"
@@ -131,3 +135,13 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
 def test_many_sigkills_then_resume_equals_an_uninterrupted_run(tmp_path, study_benchmark_dir, reference, seed):
     kill_and_resume(study_benchmark_dir / "examples.jsonl", tmp_path / "run", len(reference) + 1, seed=seed, n_kills=8)
     check_equal(tmp_path / "run", reference)
+
+
+@pytest.mark.slow
+def test_sigkills_during_a_study_of_three_analyses_then_resume_equal_an_uninterrupted_study(tmp_path, study_benchmark_dir):
+    data = study_benchmark_dir / "examples.jsonl"
+    code, total = _run_until(_command(data, tmp_path / "reference", False, STUDY), tmp_path / "reference", None)
+    assert code == 0
+    kill_and_resume(data, tmp_path / "run", total, seed=7, n_kills=6, what=STUDY)
+    for path in sorted((tmp_path / "reference").glob("*.jsonl")):
+        check_equal(tmp_path / "run", {r["key"]: r for r in read_records(path)[1]}, path.name)
