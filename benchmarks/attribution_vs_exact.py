@@ -94,7 +94,8 @@ def bench_lines(result: dict[str, Any], where: str = "") -> list[str]:
         _bench_line("gradient-attribution-spearman", result["spearman"], ">", SPEARMAN_TARGET),
         f"INFO gradient-attribution{suffix}: screen {result['seconds_screen']:.2f} s vs exact sweep "
         f"{result['seconds_exact']:.2f} s wall (CPU-time ratio {result['cpu_ratio']:.2f}x) for {result['n_configurations']} "
-        f"single-layer knockouts ({result['n_layers']} layers, {result['n_tokens']} tokens); top-10 recall {result['top10_recall']:.1f}",
+        f"single-layer knockouts ({result['n_layers']} layers, {result['n_tokens']} tokens); "
+        f"top-10 recall {result['top10_recall']:.1f}",
     ]
 
 
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=list(SHAPES), default="medium")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (median)")
-    parser.add_argument("--builtin-n", type=int, default=2, help="synthetic examples per task for the built-in model (0: skip)")
+    parser.add_argument("--builtin-n", type=int, default=2,
+                        help="synthetic examples per task for the built-in model (0: skip)")
     args = parser.parse_args(argv)
     shape = SHAPES[args.shape]
     with tempfile.TemporaryDirectory() as folder:

@@ -117,7 +117,8 @@ def test_a_knockout_that_blocks_no_causal_edge_is_estimated_as_zero(model, prepa
     estimates, clean = knockout_estimates(model, prepared, [later_keys, empty], token)
     assert estimates.shape == (2, model.cfg.n_layers) and not estimates.any()
     with torch.no_grad():
-        assert clean == pytest.approx(float(log_odds(model(prepared.tokens)[0, -1], token)), abs=1e-6)  # eager softmax runs in fp32
+        full_forward = float(log_odds(model(prepared.tokens)[0, -1], token))
+    assert clean == pytest.approx(full_forward, abs=1e-6)  # the screen's eager softmax runs in fp32
 
 
 def _example(example_id):
@@ -163,6 +164,8 @@ def test_screen_skips_flows_without_edges_and_windows_sum_the_layers(model):
     expected = (np.exp(screen.clean[0] + screen.deltas[0, 1:, 0] + screen.deltas[0, 1:, 1]) / p - 1) * 100
     np.testing.assert_allclose(two[0, 1:, 1], expected)
     assert screen.ranking()[0][2] == np.nanmin(screen.mean())
+    inverse = screen.window(k=3, style="inverse")  # centre L2's window covers all 3 layers: blocks none, skipped
+    assert np.isnan(inverse[0, 1:, 1]).all() and np.isfinite(inverse[0, 1:, [0, 2]]).all()
 
 
 def test_scored_examples_and_the_answer_metric_are_accepted(model):

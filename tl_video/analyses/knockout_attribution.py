@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -155,7 +155,8 @@ def knockout_estimates(
 
     hooks = [("blocks.0.hook_resid_pre", make_leaf)]
     for layer in sorted(work):
-        hooks += [(f"blocks.{layer}.attn.hook_attn_scores", keep_scores(layer)), (f"blocks.{layer}.attn.hook_pattern", watch(layer))]
+        hooks += [(f"blocks.{layer}.attn.hook_attn_scores", keep_scores(layer)),
+                  (f"blocks.{layer}.attn.hook_pattern", watch(layer))]
     tokens = prepared.tokens.to(model.W_E.device)
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         residual = model(tokens, stop_at_layer=n_layers)
@@ -260,7 +261,8 @@ class KnockoutAttribution:
                 raise ValueError(f"window at centre L{centre + 1} needs layers {missing} that were not estimated; "
                                  "run knockout_attribution with FlowOptions(layers=None) (every layer)")
             columns = [self.layers.index(layer) for layer in layers]
-            out[:, :, column] = self.deltas[:, :, columns].sum(-1) if columns else 0.0
+            # a window of no layer blocks nothing: skipped, as the sweeps do
+            out[:, :, column] = self.deltas[:, :, columns].sum(-1) if columns else np.nan
         return self._percent(out)
 
     def ranking(self) -> list[tuple[str, int, float]]:
@@ -279,7 +281,9 @@ class KnockoutAttribution:
         return {"mean": _spearman(self.mean(), _nanmean(self.exact)), "per_example": float(np.nanmedian(per_example))}
 
     def to_json(self) -> dict[str, Any]:
-        as_list = lambda values: None if values is None else np.where(np.isfinite(values), values, None).tolist()  # noqa: E731
+        def as_list(values: np.ndarray | None) -> list | None:
+            return None if values is None else np.where(np.isfinite(values), values, None).tolist()
+
         return {"flows": [list(flow) for flow in self.flows], "layers": list(self.layers), "n_layers": self.n_layers,
                 "metric": self.metric, "link": self.link, "example_ids": list(self.example_ids),
                 "deltas": as_list(self.deltas), "clean": self.clean.tolist(), "exact": as_list(self.exact),
@@ -371,14 +375,15 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic)
 
 
-def _scored(model: Any, examples: Sequence[VideoQAExample | ScoredExample], options: FlowOptions):
+def _scored(model: Any, examples: Sequence[VideoQAExample | ScoredExample], options: FlowOptions) -> Iterator[ScoredExample]:
     for example in examples:
         if isinstance(example, ScoredExample):
             yield example
         elif isinstance(example, VideoQAExample):
             yield from scored_examples(model, [example], options, progress=False)
         else:
-            raise ValueError(f"knockout_attribution examples must be VideoQAExample or ScoredExample, got {type(example).__name__}")
+            raise ValueError(
+                f"knockout_attribution examples must be VideoQAExample or ScoredExample, got {type(example).__name__}")
 
 
 def _nanmean(values: Float[np.ndarray, "example ..."]) -> Float[np.ndarray, "..."]:
