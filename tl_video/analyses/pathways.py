@@ -239,9 +239,7 @@ def run_pathways(
             _record("pathways", scored, pathway_probabilities, edges, spec),
             _record("random", scored, random_probabilities, random_edges, random_spec, random_seed=seed),
         ]
-        for record in records:
-            if not sink.has(record["key"]):
-                sink.append(record)
+        sink.append_many([record for record in records if not sink.has(record["key"])])  # one write per example
     return PathwayResult(header=sink.header, records=list(sink.records))
 
 
