@@ -20,6 +20,9 @@ Blocked entries above the diagonal are ignored when finding L0 and q0: the causa
 blocks them, so they change nothing. A spec that blocks no causal edge returns the clean
 probabilities. Numbers equal the plain full forward up to float reassociation (tested within
 1e-5 in fp32, tests/test_sweep_engine.py).
+
+`sweep_work` counts the (query position, layer) pairs a call recomputes against the least an exact
+knockout needs (`SweepWork`); `benchmarks/run.py` prints it for each sweep.
 """
 
 from __future__ import annotations
