@@ -21,7 +21,7 @@ import torch
 
 from tl_video.analyses.flow import FlowOptions, FlowResult, run_flow
 from tl_video.analyses.records import RecordWriteError, read_records
-from tl_video.analyses.scoring import StudyOptions, skipped_examples
+from tl_video.analyses.scoring import skipped_examples
 from tl_video.analyses.study import read_run_info, run_study
 from tl_video.analyses.study_data import load_examples
 from tl_video.data import DatasetError, read_jsonl, read_tomato, read_tvbench
