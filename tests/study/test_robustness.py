@@ -212,3 +212,16 @@ def test_a_knockout_whose_probabilities_are_not_finite_is_a_skipped_configuratio
     assert bad and len(bad) < len(flow) and all("change_true" not in r for r in bad)
     assert all(math.isfinite(r["change_true"]) for r in result.evaluated())
     assert not toy_model.hook_dict["blocks.5.hook_resid_post"].fwd_hooks  # the hook is gone for the other tests
+
+
+def test_a_batch_with_a_bad_key_writes_nothing(tmp_path):
+    """An example's records go to disk together or not at all (a key already written, or repeated, refuses the batch)."""
+    from tl_video.analyses.records import RecordSink, RunHeader
+
+    header = RunHeader(analysis="flow", model_id="toy", model_config_hash="abc", dataset="d", options={}, seed=0)
+    sink = RecordSink.open(tmp_path / "flow.jsonl", header)
+    sink.append_many([{"key": "a/1", "v": 1.0}, {"key": "a/2", "v": 2.0}])
+    for batch in ([{"key": "b/1"}, {"key": "a/1"}], [{"key": "b/1"}, {"key": "b/1"}], [{"key": "b/1"}, {"v": 3}]):
+        with pytest.raises(ValueError, match="already written|needs a string 'key'"):
+            sink.append_many(batch)
+    assert [r["key"] for r in read_records(tmp_path / "flow.jsonl")[1]] == ["a/1", "a/2"] and not sink.has("b/1")
