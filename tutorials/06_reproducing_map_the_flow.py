@@ -39,7 +39,7 @@
 # ## The same study on the built-in model
 #
 # The command line and Python run the same code; here through `tl_video.cli.main` with the
-# built-in model and the synthetic benchmark (2 examples per task; `tl-video study --out study`
+# built-in model and the synthetic benchmark (1 example per task; `tl-video study --out study`
 # with no options uses 8 per task).
 
 # %%
@@ -54,7 +54,7 @@ from tutorial_figures import fresh_dir, output_dir, show
 
 OUT = output_dir()
 study = fresh_dir("study")
-status = main(["study", "--out", str(study), "--n", "2", "--seed", "0", "--quiet"])
+status = main(["study", "--out", str(study), "--n", "1", "--seed", "0", "--quiet"])
 assert status == 0, f"tl-video study exited with {status}"
 print(sorted(path.name for path in study.iterdir()))
 run = json.loads((study / "run.json").read_text())
