@@ -207,3 +207,7 @@ def test_figures_show_means_bands_reference_lines_and_denominators():
     assert set(figures(result)) == {"flow_p_center", "accuracy_p_center"}  # one task: no small multiples
     by_task = flow_curves_by_task(result, "p")
     assert [a.text for a in by_task.layout.annotations][:1] == ["t (n = 6)"]
+    with pytest.raises(ValueError, match=r"no flow records of preset 'user'.*\['p'\].*'custom'"):
+        flow_curves(result, "user")  # was an empty figure
+    with pytest.raises(ValueError, match="no flow records of window style 'inverse'"):
+        flow_curves(result, "p", window="inverse")

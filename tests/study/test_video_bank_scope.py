@@ -92,20 +92,20 @@ def test_a_video_prepared_before_the_scope_survives_it(tiny_checkpoint):
         model(inside.tokens)
 
 
-def test_study_pipelines_hold_one_example_at_a_time(toy_model, study_examples):
+def test_study_pipelines_hold_one_example_at_a_time(study_examples):
     """run_flow and run_patching (which also prepares a corrupted copy per corruption) leave the bank as
     they found it, and no forward during them sees more than one example's clean and corrupted videos."""
     from tl_video.analyses import FlowOptions, PatchingOptions, run_flow, run_patching
 
+    model = tl_video.HookedVideoTransformer.from_pretrained("tl-video/toy-temporal")  # its own, empty bank
     sizes = []
-    toy_model.add_hook("hook_embed", lambda value, hook: sizes.append(len(toy_model.video_bank)))
+    model.add_hook("hook_embed", lambda value, hook: sizes.append(len(model.video_bank)))
     try:
-        before = len(toy_model.video_bank)
-        run_flow(toy_model, study_examples[:3], FlowOptions(presets=("vql-to-ql",), layers=(1,)), progress=False)
-        run_patching(toy_model, study_examples[:3], PatchingOptions(layers=(0,)), progress=False)
+        run_flow(model, study_examples[:3], FlowOptions(presets=("vql-to-ql",), layers=(1,)), progress=False)
+        run_patching(model, study_examples[:3], PatchingOptions(layers=(0,)), progress=False)
     finally:
-        toy_model.reset_hooks()
-    one_video = max(sizes[:1] or [0]) - before
-    assert len(toy_model.video_bank) == before
+        model.reset_hooks()
+    one_video = sizes[0]  # the first forward scores the first example: its video alone
     videos_per_example = 1 + len(PatchingOptions().corruptions)
-    assert one_video > 0 and max(sizes) - before <= videos_per_example * one_video
+    assert len(model.video_bank) == 0
+    assert one_video > 0 and max(sizes) <= videos_per_example * one_video

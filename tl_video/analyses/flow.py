@@ -462,6 +462,10 @@ class FlowResult(RecordedResult):
 
     def curves(self, preset: str, *, window: str = "center", metric: str | None = None, task: str | None = None) -> dict[str, FlowCurve]:
         """One curve per flow of ``preset`` ("custom" for user flows), in the preset's order."""
+        if preset not in self.presets():
+            raise ValueError(f"no flow records of preset {preset!r}; this result has {self.presets()} (user flows are 'custom')")
+        if window not in self.windows():
+            raise ValueError(f"no flow records of window style {window!r}; this result has {self.windows()}")
         return {label: self.curve(label, window=window, metric=metric, task=task, preset=preset) for label in self.labels(preset)}
 
     def accuracy(self, label: str, *, window: str = "center", task: str | None = None, preset: str | None = None) -> AccuracyCurve:
