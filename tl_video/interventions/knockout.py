@@ -461,6 +461,8 @@ def _mask_hook(blocked: Bool[torch.Tensor, "n n"]) -> Callable[..., torch.Tensor
         if mask.device not in on_device:
             on_device[mask.device] = blocked.to(mask.device)
         prompt_rows = on_device[mask.device]
+        if first_query == 0 and n_queries == prompt_length:  # the whole prompt: its rows as compiled
+            return block_edges(mask, prompt_rows)
         query_rows = torch.arange(first_query, n_keys, device=mask.device).clamp(max=prompt_length - 1)
         rows = prompt_rows[query_rows]  # [query, prompt key]
         if n_keys > prompt_length:

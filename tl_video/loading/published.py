@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tl_video.loading.checkpoint import CheckpointError, error_summary
+import torch
+
+from tl_video.loading.checkpoint import CheckpointError, error_summary, read_json_object
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,3 +99,37 @@ def _fingerprint(published: PublishedFormat, folder: Path, options: dict[str, An
         [str(folder.resolve()), published.version, files, options], sort_keys=True, default=repr
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def weight_shards(folder: Path) -> list[str]:
+    """The safetensors files of a checkpoint: those its index names, else every `*.safetensors`."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json_object(index).get("weight_map") or {}
+        return sorted(set(weight_map.values()))
+    return sorted(path.name for path in folder.glob("*.safetensors"))
+
+
+# (shard path, source key, loader of the source tensor) -> the native tensors it becomes ({} drops it)
+TensorRewrite = Callable[[Path, str, Callable[[], torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def rewrite_shards(source: Path, destination: Path, rewrite: TensorRewrite) -> dict[str, str]:
+    """Every source shard written under its own file name with native tensors, dtype unchanged, and a
+    new index; returns the weight map (native key -> shard)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    for shard in weight_shards(source):
+        renamed: dict[str, torch.Tensor] = {}
+        with safe_open(source / shard, framework="pt") as handle:
+            for key in handle.keys():
+                renamed.update(rewrite(source / shard, key, lambda key=key: handle.get_tensor(key)))
+        save_file(renamed, destination / shard, metadata={"format": "pt"})
+        weight_map.update({key: shard for key in renamed})
+        total_size += sum(tensor.numel() * tensor.element_size() for tensor in renamed.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (destination / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return weight_map

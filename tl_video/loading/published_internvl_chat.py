@@ -28,10 +28,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from tl_video.loading.checkpoint import CheckpointError, check_weight_files, error_summary, read_json_object
-from tl_video.loading.published import PublishedFormat
+from tl_video.loading.published import PublishedFormat, rewrite_shards
 
 ARCHITECTURE = "InternVLChatModel"
 MODEL_TYPE = "internvl_chat"
@@ -191,57 +193,37 @@ def _vision_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _weight_shards(source: Path) -> list[str]:
-    index = source / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = read_json_object(index).get("weight_map") or {}
-        return sorted(set(weight_map.values()))
-    return sorted(path.name for path in source.glob("*.safetensors"))
-
-
 def _write_weights(source: Path, destination: Path, config: dict[str, Any]) -> None:
     """Every source shard rewritten under the same file name with native keys, dtype unchanged; a new index."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     hidden = int(config["vision_config"]["hidden_size"])
-    weight_map: dict[str, str] = {}
-    total_size = 0
-    for shard in _weight_shards(source):
-        renamed = {}
-        with safe_open(source / shard, framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith("rotary_emb.inv_freq"):  # a buffer old remote code saved; recomputed from the config
-                    continue
-                new = native_key(key)
-                if new is None or "lora_" in key:
-                    raise CheckpointError(
-                        f"{source / shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected vision_model.*, "
-                        "mlp1.{0,1,3}.*, language_model.model.*, language_model.lm_head.*); remove it or use the "
-                        "published files"
-                    )
-                tensor = handle.get_tensor(key)
-                if ".attention.qkv." in new:  # InternViT: rows are q, then k, then v (InternAttention's reshape)
-                    if tensor.shape[0] != 3 * hidden:
-                        raise CheckpointError(
-                            f"{source / shard}: {key!r} has {tensor.shape[0]} rows, expected 3 x vision hidden_size "
-                            f"{hidden}; the weights and config.json belong to different models"
-                        )
-                    for name, part in zip("qkv", tensor.split(hidden, dim=0)):
-                        renamed[new.replace(".qkv.", f".{name}_proj.")] = part.contiguous()
-                else:
-                    renamed[new] = tensor
-        save_file(renamed, destination / shard, metadata={"format": "pt"})
-        weight_map.update({key: shard for key in renamed})
-        total_size += sum(tensor.numel() * tensor.element_size() for tensor in renamed.values())
+
+    def rewrite(shard: Path, key: str, load: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
+        if key.endswith("rotary_emb.inv_freq"):  # a buffer old remote code saved; recomputed from the config
+            return {}
+        new = native_key(key)
+        if new is None or "lora_" in key:
+            raise CheckpointError(
+                f"{shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected vision_model.*, "
+                "mlp1.{0,1,3}.*, language_model.model.*, language_model.lm_head.*); remove it or use the "
+                "published files"
+            )
+        tensor = load()
+        if ".attention.qkv." not in new:
+            return {new: tensor}
+        if tensor.shape[0] != 3 * hidden:  # InternViT: rows are q, then k, then v (InternAttention's reshape)
+            raise CheckpointError(
+                f"{shard}: {key!r} has {tensor.shape[0]} rows, expected 3 x vision hidden_size "
+                f"{hidden}; the weights and config.json belong to different models"
+            )
+        return {new.replace(".qkv.", f".{name}_proj."): part.contiguous() for name, part in zip("qkv", tensor.split(hidden, dim=0))}
+
+    weight_map = rewrite_shards(source, destination, rewrite)
     for prefix, what in (("model.vision_tower.", "vision_model.*"), ("model.multi_modal_projector.", "mlp1.*")):
         if not any(key.startswith(prefix) for key in weight_map):
             raise CheckpointError(
                 f"{source} holds no {what} weights; the folder keeps only part of the model (a fine-tune saving its "
                 "trained weights only?): copy the missing tensors from the base checkpoint into it"
             )
-    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
-    (destination / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _tokenizer(source: Path, config: dict[str, Any]) -> Any:

@@ -18,14 +18,15 @@ processor and chat template carrying the published settings (see `docs/families.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from tl_video.loading.checkpoint import CheckpointError, check_weight_files, error_summary, read_json_object
-from tl_video.loading.published import PublishedFormat
+from tl_video.loading.published import PublishedFormat, rewrite_shards
 
 ARCHITECTURE = "Videollama3Qwen2ForCausalLM"
 MODEL_TYPE = "videollama3_qwen2"
@@ -126,43 +127,25 @@ def _check_projector(source: Path, config: dict[str, Any]) -> None:
         )
 
 
-def _weight_shards(source: Path) -> list[str]:
-    index = source / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = read_json_object(index).get("weight_map") or {}
-        return sorted(set(weight_map.values()))
-    return sorted(path.name for path in source.glob("*.safetensors"))
-
-
 def _write_weights(source: Path, destination: Path, config: dict[str, Any]) -> None:
     """Every source shard rewritten under the same file name with native keys, dtype unchanged; a new index."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
-    weight_map: dict[str, str] = {}
-    total_size = 0
-    for shard in _weight_shards(source):
-        renamed = {}
-        with safe_open(source / shard, framework="pt") as handle:
-            for key in handle.keys():
-                new = native_key(key)
-                if new is None:
-                    raise CheckpointError(
-                        f"{source / shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected model.embed_tokens/"
-                        "layers/norm.*, model.vision_encoder.*, model.mm_projector.*, lm_head.*); remove it or use "
-                        "the published files"
-                    )
-                renamed[new] = handle.get_tensor(key)
-        save_file(renamed, destination / shard, metadata={"format": "pt"})
-        weight_map.update({key: shard for key in renamed})
-        total_size += sum(tensor.numel() * tensor.element_size() for tensor in renamed.values())
+    def rewrite(shard: Path, key: str, load: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
+        new = native_key(key)
+        if new is None:
+            raise CheckpointError(
+                f"{shard}: tensor {key!r} is not part of {ARCHITECTURE} (expected model.embed_tokens/"
+                "layers/norm.*, model.vision_encoder.*, model.mm_projector.*, lm_head.*); remove it or use "
+                "the published files"
+            )
+        return {new: load()}
+
+    weight_map = rewrite_shards(source, destination, rewrite)
     if not any(key.startswith("model.vision_model.") for key in weight_map):
         raise CheckpointError(
             f"{source} holds no model.vision_encoder.* weights (config.json field vision_encoder: "
             f"{config.get('vision_encoder')!r}); the vision encoder is stored apart: use a checkpoint that includes it"
         )
-    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
-    (destination / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _tokenizer(source: Path) -> Any:
