@@ -89,6 +89,7 @@ class Option:
     metavar: str | None = None
     flag: bool = False
     study_only: bool = False
+    alias: str | None = None  # a second spelling, e.g. --n-per-task, which torchrun cannot mistake for its own --nnodes
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -98,7 +99,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("video_root", _text, "folder the videos are in (TVBench: holding one folder per task; TOMATO: holding human/, object/, simulated/)", "DIR"),
     Option("data_format", _choice("jsonl", "tvbench", "tomato"), "format of --data when detection is not wanted: jsonl, tvbench or tomato", "FORMAT"),
     Option("tasks", _names, "comma-separated tasks to analyse (default: all; TVBench: the paper's five)", "A,B"),
-    Option("n", _whole(1), f"examples per task (default: all of --data; {DEFAULT_SYNTHETIC_N} for the synthetic benchmark)", "N"),
+    Option("n", _whole(1), f"examples per task (default: all of --data; {DEFAULT_SYNTHETIC_N} for the synthetic benchmark)", "N",
+           alias="n-per-task"),
     Option("seed", _whole(0), "seed of the synthetic benchmark, bootstrap intervals, permutation tests and random baselines (default: 0)", "S"),
     Option("samples", _choice(*SAMPLE_MODES), "correct (default, as in the paper): analyse the examples answered correctly at baseline; wrong: those answered wrongly; all: every example", "MODE"),
     Option("presets", _names, "information-flow presets, comma-separated (default: all four)", "P,Q"),
@@ -150,11 +152,11 @@ def _add_options(parser: argparse.ArgumentParser, *, study: bool) -> None:
     for option in OPTIONS:
         if option.study_only and not study:
             continue
-        flag = "--" + option.name.replace("_", "-")
+        flags = ["--" + option.name.replace("_", "-")] + ([f"--{option.alias}"] if option.alias else [])
         if option.flag:
-            parser.add_argument(flag, dest=option.name, action="store_true", default=None, help=option.help)
+            parser.add_argument(*flags, dest=option.name, action="store_true", default=None, help=option.help)
         else:
-            parser.add_argument(flag, dest=option.name, default=None, metavar=option.metavar, help=option.help)
+            parser.add_argument(*flags, dest=option.name, default=None, metavar=option.metavar, help=option.help)
     add_debug_option(parser)
 
 

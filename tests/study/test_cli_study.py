@@ -168,3 +168,12 @@ def test_png_figures_when_a_browser_is_present_else_one_line(tmp_path, capsys, s
         assert not list((tmp_path / "run" / "figures").glob("*.html"))  # only the formats asked for
     else:
         assert not pngs and f"[study] figures: HTML only; {problem}" in err
+
+
+def test_n_per_task_is_an_alias_torchrun_cannot_mistake():
+    """torchrun reads `--n` as an abbreviation of its own --nnodes/--nproc_per_node; --n-per-task is safe."""
+    from tl_video.cli import build_parser
+    from tl_video.study_cli import settings_from_args
+
+    argv = ["study", "--out", "x", "--n-per-task", "3"]
+    assert settings_from_args(build_parser().parse_args(argv), argv).get("n") == 3
