@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tl_vide
 import torch
 
 from benchmarks import attribution, memory
-from benchmarks.cases import CASES, Bench, bench_line
+from benchmarks.cases import CASES, Bench
 from benchmarks.reference import ReferenceKnockout
 from benchmarks.shapes import SHAPES, load, prepare, save_checkpoint
 

@@ -18,7 +18,6 @@
 # %%
 import json
 
-import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import torch

@@ -45,7 +45,7 @@
 # %%
 import json
 
-from tl_video.analyses import FlowResult, LensResult, PatchingResult, PathwayResult, read_run
+from tl_video.analyses import FlowResult, LensResult, PatchingResult, PathwayResult
 from tl_video.analyses.attention import AttentionResult
 from tl_video.analyses.generation_probability import GenerationProbabilityResult
 from tl_video.cli import main

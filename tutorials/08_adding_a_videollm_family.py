@@ -33,7 +33,7 @@ from transformers import AutoProcessor
 
 import tl_video
 import tl_video.loading.llava_next_video as llava_next_video
-from tl_video.frontend.base import VideoFeatures, VideoFrontEnd
+from tl_video.frontend.base import VideoFeatures
 from tl_video.frontend.llava_next_video import LlavaNextVideoFrontEnd
 from tl_video.loading.family import FamilyAdapter
 from tl_video.loading.registry import FAMILIES, family_for
