@@ -28,15 +28,14 @@ examples (each process records them for its own first ones, a superset; the othe
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from tl_video.analyses.records import RunHeader, read_records
+from tl_video.analyses.records import RunHeader, read_records, write_records_atomically
 from tl_video.data.examples import VideoQAExample
 
 SHARD_FOLDER = "shards"
@@ -291,7 +290,7 @@ def seed_from_merged(merged: Path, shard: Path, examples: Sequence[VideoQAExampl
     header, records = read_records(merged, drop_torn_tail=True)  # a single-process run may have been cut mid-line
     owner = owners(examples, world_size)
     kept = [record for record in records if owner.get(record.get("example_id")) == rank]
-    _write_records(shard, header, kept)
+    write_records_atomically(shard, header, kept)
     return True
 
 
@@ -324,7 +323,7 @@ def merge_shards(out_dir: str | Path, record_name: str, examples: Sequence[Video
     merged = [record for example in examples for record in by_example.get(example.example_id, [])]
     merged = _settle_cross_example_choices(header, merged)
     target = out_dir / f"{record_name}.jsonl"
-    _write_records(target, header, merged)
+    write_records_atomically(target, header, merged)
     return target
 
 
@@ -345,13 +344,3 @@ def _settle_cross_example_choices(header: RunHeader, records: list[dict[str, Any
     return records
 
 
-def _write_records(path: Path, header: RunHeader, records: Sequence[Mapping[str, Any]]) -> None:
-    """A complete record file, written beside and renamed into place (never seen half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".merging")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for obj in [header.to_json(), *records]:
-            handle.write(json.dumps(obj, allow_nan=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

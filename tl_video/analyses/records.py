@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 HEADER_FIELDS_THAT_MUST_MATCH = ("analysis", "model_id", "model_config_hash", "dataset", "options", "seed")
 
@@ -276,7 +276,14 @@ def _rewrite_if_torn(path: Path, header: RunHeader, records: list[dict[str, Any]
     text = path.read_text(encoding="utf-8")
     if text.endswith("\n") and text.count("\n") == len(records) + 1:
         return
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    write_records_atomically(path, header, records)
+
+
+def write_records_atomically(path: Path, header: RunHeader, records: Sequence[Mapping[str, Any]]) -> None:
+    """A complete record file (header, then records), written beside and renamed into place, so it is
+    never seen half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         for obj in [header.to_json(), *records]:
             handle.write(json.dumps(obj, default=_json_default) + "\n")
