@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("frames", _whole(2, " (the study compares frames: cross-frame flows, reversed and shuffled videos)"),
            "frames sampled per video, at least 2 (default: the model's, 8 for most)", "N"),
     Option("device", _text, "cpu, cuda, cuda:1, mps (default: cpu)", "DEVICE"),
+    Option("devices", _names, "split a large model layer-wise over several devices, e.g. cuda:0,cuda:1 (instead of --device; docs/large_models.md)", "D,E"),
+    Option("frontend_device", _text, "device of the vision tower and projector, e.g. cuda:2 (default: with the first layers)", "DEVICE"),
     Option("dtype", _choice("float32", "bfloat16", "float16"), "float32 (default), bfloat16 or float16", "DTYPE"),
     Option("threads", _whole(1), "CPU threads for torch (default: torch's choice; the built-in model runs fastest on 1)", "N"),
     Option("formats", _names, "figure files besides the report: html, png, pdf, svg (default: html,png)", "F,G"),
@@ -310,8 +312,18 @@ def _run_command(args: argparse.Namespace) -> int:
     from tl_video.analyses import distributed
 
     settings = settings_from_args(args, getattr(args, "argv", None))
-    _check_device(settings.get("device"))
-    group = distributed.init(settings.get("device"))  # under torchrun: a data-parallel study (docs/distributed.md)
+    for name in ("device", "frontend_device"):
+        _check_device(settings.get(name), "--" + name.replace("_", "-"))
+    for device in settings.get("devices") or ():
+        _check_device(device, "--devices")
+    if settings.get("devices") and settings.get("device"):
+        raise ValueError("--device and --devices both given: --device runs the model on one device, --devices splits it over several")
+    group = distributed.init(settings.get("device"))
+    if group is not None and (settings.get("devices") or settings.get("frontend_device")):
+        raise ValueError(
+            "--devices/--frontend-device split one model over several devices, which a torchrun data-parallel study "
+            "does not do yet (each process takes cuda:LOCAL_RANK); run one process per model split without torchrun"
+        )  # under torchrun: a data-parallel study (docs/distributed.md)
     try:
         return _run_settings(settings, group)
     finally:
@@ -378,22 +390,28 @@ def load_model(settings: Settings, say: Callable[[str], None]) -> Any:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # transformers' own "Loading weights" bar
-    model = HookedVideoTransformer.from_pretrained(name, device=settings.get("device"), dtype=settings.get("dtype", "float32"))
+    devices, frontend_device = settings.get("devices"), settings.get("frontend_device")
+    model = HookedVideoTransformer.from_pretrained(
+        name, device=settings.get("device"), dtype=settings.get("dtype", "float32"),
+        devices=list(devices) if devices else None, frontend_device=frontend_device,
+    )
     model.eval()
+    if not model.placement.is_single_device:
+        say(f"[study] placement: {model.placement.describe()}")
     return model
 
 
-def _check_device(device: str | None) -> None:
+def _check_device(device: str | None, flag: str = "--device") -> None:
     if device is None or device == "cpu":
         return
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        raise ValueError(f"{flag} {device}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps: MPS is not available here; use --device cpu")
+        raise ValueError(f"{flag} mps: MPS is not available here; use --device cpu")
     if not (device.startswith("cuda") or device == "mps"):
-        raise ValueError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
+        raise ValueError(f"{flag} {device!r}: expected cpu, cuda, cuda:N or mps")
 
 
 def print_summary(run: Any) -> None:

@@ -124,7 +124,7 @@ def knockout_estimates(
     out = torch.zeros(len(specs), n_layers, dtype=torch.float64)
     leaf: list[torch.Tensor] = []
     scores: dict[int, torch.Tensor] = {}
-    rows = _BlockedRows(model.W_E.device)
+    rows = _BlockedRows()
 
     def make_leaf(resid: torch.Tensor, hook: Any) -> torch.Tensor:
         leaf.append(resid.detach().requires_grad_(True))  # the graph starts here; no parameter gradient
@@ -145,7 +145,7 @@ def knockout_estimates(
                 contracted: dict[int, float] = {}  # one contraction per distinct blocked matrix
                 for index, matrix in work[layer]:
                     if id(matrix) not in contracted:
-                        contracted[id(matrix)] = _contract(layer_scores, gradient[0], clean_term, *rows(matrix))
+                        contracted[id(matrix)] = _contract(layer_scores, gradient[0], clean_term, *rows(matrix, layer_scores.device))
                     out[index, layer] = contracted[id(matrix)]
 
             pattern.register_hook(on_gradient)
@@ -160,7 +160,7 @@ def knockout_estimates(
     tokens = prepared.tokens.to(model.W_E.device)
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         residual = model(tokens, stop_at_layer=n_layers)
-        logits = model.unembed(model.ln_final(residual[:, -1:]))[0, -1]
+        logits = model.final_logits(residual[:, -1:])[0, -1]
         value = LINKS[link](logits.to(torch.promote_types(logits.dtype, torch.float32)), token)
         if work:
             torch.autograd.grad(value, leaf)
@@ -169,22 +169,25 @@ def knockout_estimates(
 
 class _BlockedRows:
     """Per blocked matrix (shared between the layers that block the same edges): the query rows with a
-    blocked causal edge, their blocked keys, and which of them are fully blocked; found once, on the device."""
+    blocked causal edge, their blocked keys, and which of them are fully blocked; found once per device
+    (a model split over devices reads each layer's scores on that layer's device)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.found: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    def __init__(self) -> None:
+        self.found: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.keep: list[torch.Tensor] = []  # holds the matrices, so their ids stay unique
 
-    def __call__(self, matrix: Bool[torch.Tensor, "query_pos key_pos"]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if id(matrix) not in self.found:
-            causal = _causal(matrix.shape[0], self.device)
-            blocked = matrix.to(self.device) & causal
+    def __call__(
+        self, matrix: Bool[torch.Tensor, "query_pos key_pos"], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (id(matrix), device)
+        if key not in self.found:
+            causal = _causal(matrix.shape[0], device)
+            blocked = matrix.to(device) & causal
             rows = torch.nonzero(blocked.any(-1)).flatten()
             fully = (blocked[rows] | ~causal[rows]).all(-1)  # these rows attend to nothing: knocked row = 0
-            self.found[id(matrix)] = (rows, rows[~fully], blocked[rows[~fully]])
+            self.found[key] = (rows, rows[~fully], blocked[rows[~fully]])
             self.keep.append(matrix)
-        return self.found[id(matrix)]
+        return self.found[key]
 
 
 def _contract(

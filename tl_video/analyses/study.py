@@ -396,6 +396,14 @@ def _write_static(
             logging.disable(previous)
 
 
+def _placement_info(model: Any) -> dict[str, Any]:
+    """A model split over devices records where each part ran (docs/large_models.md)."""
+    placement = getattr(model, "placement", None)
+    if placement is None or placement.is_single_device:
+        return {}
+    return {"placement": placement.to_json()}
+
+
 def run_info(
     model: Any, examples: Sequence[VideoQAExample], options: StudyOptions, *, command: str | None = None,
     notes: Mapping[str, Any] | None = None, resume: bool = False,
@@ -410,7 +418,8 @@ def run_info(
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resumed": resume,
         "model": {"id": cfg.model_name, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-                  "device": str(cfg.device), "dtype": str(cfg.dtype).replace("torch.", "")},
+                  "device": str(cfg.device), "dtype": str(cfg.dtype).replace("torch.", ""),
+                  **_placement_info(model)},
         "data": {"name": options.dataset, "n_examples": len(examples), "per_task": tasks},
         "options": options.to_json(),
         "versions": versions(),

@@ -71,7 +71,7 @@ def clean_pass(model: Any, tokens: Int[torch.Tensor, "1 pos"]) -> CleanPass:
     hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in range(n_layers)]
     with _temporary_hooks(model, hooks):
         residual = model(tokens, past_kv_cache=cache, stop_at_layer=n_layers)
-    logits = model.unembed(model.ln_final(residual[:, -1:]))  # only the last position is read
+    logits = model.final_logits(residual[:, -1:])  # only the last position is read
     return CleanPass(residuals, cache, logits[0, -1].float().softmax(-1).cpu())
 
 
@@ -185,7 +185,7 @@ def _resume_group(
             stop_at_layer=n_layers, past_kv_cache=_prefix_cache(clean, query, batch),
             position_ids=clean.cache.position_ids[..., query:], tokens=tokens[:, query:].expand(batch, -1),
         )
-    logits = model.unembed(model.ln_final(residual[:, -1:]))
+    logits = model.final_logits(residual[:, -1:])
     return logits[:, -1].float().softmax(-1).cpu()
 
 

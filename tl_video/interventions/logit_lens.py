@@ -107,10 +107,11 @@ def video_token_top_k(
     if paper_compat:  # the last row is read after the final norm, the others raw
         residuals = torch.cat([residuals[:-1], model.ln_final(residuals[-1:])])
     flat = residuals.flatten(0, 1)  # [layer * video_token, d_model]
+    embedding = model.W_E.T.to(flat.device) if paper_compat else None  # one copy when the model spans devices
     ids, probabilities = [], []
     for chunk in flat.split(chunk_size):
         if paper_compat:
-            logits = (chunk @ model.W_E.T).float()
+            logits = (chunk @ embedding).float()
         else:
             logits = _readout(model, chunk[None], apply_final_norm)[0]
         top = logits.softmax(-1).topk(k)

@@ -20,6 +20,7 @@ from tl_video.loading.lora import merge_lora_adapter
 from tl_video.loading.published import converted_checkpoint
 from tl_video.loading.registry import FAMILIES, family_for, supported_architectures
 from tl_video.model.config import AttentionImplementation, VideoTransformerConfig, resolve_device, resolve_dtype
+from tl_video.model.placement import plan_placement
 
 __all__ = ["CheckpointError", "FAMILIES", "load_pretrained", "supported_architectures"]
 
@@ -38,6 +39,9 @@ def load_pretrained(
     lora_alpha: float | None = None,
     lora_scaling: float | None = None,
     base_model: str | Path | None = None,
+    devices: list[str | torch.device] | None = None,
+    frontend_device: str | torch.device | None = None,
+    layers_per_device: list[int] | None = None,
 ) -> Any:
     """Load a supported VideoLLM as `model_class` (HookedVideoTransformer).
 
@@ -50,9 +54,14 @@ def load_pretrained(
     scale the `lora_adapter` when one is given, else LoRA weights stored PEFT-wrapped in the
     checkpoint, instead of an adapter_config.json (`tl_video.loading.published_pllava`). `base_model`
     (hub id or folder) completes a PLLaVA save holding only its LoRA factors and projector.
+
+    `devices=["cuda:0", "cuda:1", ...]` splits the backbone layer-wise over several devices, balanced
+    by parameter bytes (or `layers_per_device=[40, 40]`); `frontend_device` puts the vision tower and
+    projector on a device of their own (`tl_video.model.placement`, docs/large_models.md).
     """
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
+    _check_placement_options(device, devices, frontend_device, layers_per_device)
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"name_or_path must be a hub id or a folder path, got {type(name_or_path).__name__} {name_or_path!r}")
     options = _published_options(pooling_shape, lora_alpha, lora_scaling)
@@ -113,9 +122,22 @@ def load_pretrained(
     if keep_hf_model:
         model.hf_model = [hf_model]  # in a list so it is not registered as a submodule
     model.eval()
-    if device is not None:
+    if devices is not None or frontend_device is not None:
+        model.place(plan_placement(model, devices or [device or "cpu"], frontend_device, layers_per_device))
+    elif device is not None:
         model.to(device)
     return model
+
+
+def _check_placement_options(device: Any, devices: Any, frontend_device: Any, layers_per_device: Any) -> None:
+    """`device` puts the whole model on one device; `devices` splits it; the two do not mix."""
+    if devices is not None and device is not None:
+        raise ValueError(
+            f"device={str(device)!r} and devices={devices!r} both given: use device= for one device, or devices= to "
+            "split the model over several (then frontend_device= places the vision tower)"
+        )
+    if layers_per_device is not None and devices is None:
+        raise ValueError("layers_per_device= splits the layers over devices=[...]; pass devices= too")
 
 
 def _published_options(pooling_shape: Any, lora_alpha: Any, lora_scaling: Any) -> dict[str, Any]:

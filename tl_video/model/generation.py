@@ -71,7 +71,7 @@ def _generate(
             logits = model(tokens, attention_mask=mask)
         else:
             logits = model(step_input, attention_mask=mask, past_kv_cache=cache)
-        next_token = logits[:, -1].argmax(-1)
+        next_token = logits[:, -1].argmax(-1).to(tokens.device)  # logits live on the unembedding's device
         if stop_at_eos and eos_token_id is not None:
             next_token = next_token.masked_fill(finished, eos_token_id)
             finished = finished | (next_token == eos_token_id)

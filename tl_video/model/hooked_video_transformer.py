@@ -23,7 +23,8 @@ from tl_video.model.block import TransformerBlock
 from tl_video.model.config import VideoTransformerConfig, resolve_device
 from tl_video.model.embed import Embed, Unembed
 from tl_video.model.kv_cache import KeyValueCache
-from tl_video.model.masks import forward_mask
+from tl_video.model.masks import CausalMask, forward_mask
+from tl_video.model.placement import DevicePlacement
 from tl_video.model.positions import sequential_position_ids
 from tl_video.model.rms_norm import RMSNorm
 from tl_video.model.rotary import RotaryEmbedding
@@ -73,6 +74,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         self.ln_final = RMSNorm(cfg.d_model, cfg.eps, cfg.dtype)
         self.unembed = Unembed(cfg)
         self.frontend = frontend
+        self._placement: DevicePlacement | None = None  # None: everything on cfg.device
         self.setup()
 
     # ------------------------------------------------------------------ loading and inputs
@@ -138,29 +140,42 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             position_ids = self._check_position_ids(position_ids, batch, length)
         if position_ids is None:
             position_ids = self.position_ids(tokens, attention_mask, past_kv_cache, batch, length, residual.device)
+        positions_device = residual.device
         cos, sin = self.rotary(position_ids.to(residual.device), residual.dtype)
         query_index = torch.arange(past_length, past_length + length, device=residual.device)
         key_index = torch.arange(past_length + length, device=residual.device)
         mask = forward_mask(query_index, key_index, key_padding, batch, residual.dtype)
+        layer_inputs = _PerDevice(residual.device, cos, sin, mask)
 
         injections = self.video_injections(tokens, start)
+        block_devices = self.placement.blocks
         for layer in range(start, stop):
+            device = block_devices[layer]
+            residual = residual.to(device)
+            cos, sin, mask = layer_inputs.on(device)
             past = None if past_kv_cache is None else past_kv_cache.layers[layer]
-            residual, present = self.blocks[layer](residual, cos, sin, mask, past, injections.get(layer))
+            injection = injections.get(layer)
+            if injection is not None:
+                injection = (injection[0].to(device), injection[1].to(device))
+            residual, present = self.blocks[layer](residual, cos, sin, mask, past, injection)
             if past_kv_cache is not None:
                 past_kv_cache.layers[layer] = present
         if past_kv_cache is not None:
             past_kv_cache.key_padding_mask = key_padding
-            past_kv_cache.append_positions(position_ids.to(residual.device))
+            past_kv_cache.append_positions(position_ids.to(positions_device))
         if stop_at_layer is not None:
             return residual
         if return_type is None:
             return None
-        logits = self.unembed(self.ln_final(residual))
+        logits = self.final_logits(residual)
         if return_type == "logits":
             return logits
         loss = self.loss(logits, tokens)
         return loss if return_type == "loss" else (logits, loss)
+
+    def final_logits(self, residual: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
+        """The final norm and unembedding of a residual (moved to their device first)."""
+        return self.unembed(self.ln_final(residual.to(self.placement.unembed)))
 
     def embed_tokens(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
         """Text ids through W_E, video ids through the bank; `hook_video_embed` sees the video rows."""
@@ -224,11 +239,13 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         """Mean next-token cross-entropy over text targets (video tokens are never predicted)."""
         if tokens is None:
             raise ValueError("return_type='loss' needs the tokens (pass tokens= with start_at_layer)")
-        targets = tokens[:, 1:].masked_fill(self.video_bank.is_video(tokens[:, 1:]), -100)
+        targets = tokens[:, 1:].masked_fill(self.video_bank.is_video(tokens[:, 1:]), -100).to(logits.device)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any) -> tuple[Any, ActivationCache | dict]:
         """As HookedRootModule.run_with_cache, returning a TransformerLens `ActivationCache`."""
+        if kwargs.get("device") is None and not self.placement.is_single_device:
+            kwargs["device"] = self.placement.unembed  # where TransformerLens's tools combine layers with W_U
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
         if not return_cache_object:
             return out, cache_dict
@@ -241,9 +258,45 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         moved = super().to(*args, **kwargs)
         if device is not None:
             self.cfg.device = str(device)
+            self._placement = None
         if dtype is not None:
             self.cfg.dtype = dtype
         return moved
+
+    # ------------------------------------------------------------------ devices
+    @property
+    def placement(self) -> DevicePlacement:
+        """Where each part lives: set by `place`, else everything on `cfg.device`."""
+        if self._placement is not None:
+            return self._placement
+        device = self.W_E.device
+        frontend = next((p.device for p in self.frontend.parameters()), device) if self.frontend is not None else device
+        return DevicePlacement(device, (device,) * self.cfg.n_layers, device, frontend)
+
+    def place(self, placement: DevicePlacement) -> "HookedVideoTransformer":
+        """Split the model over devices layer-wise (see `tl_video.model.placement`); each part moves once.
+
+        Input tokens go to the embedding's device (`cfg.device`); the residual stream moves to each
+        block's device as it enters it; logits, and caches unless `run_with_cache(device=...)` says
+        otherwise, land on the unembedding's device.
+        """
+        if len(placement.blocks) != self.cfg.n_layers:
+            raise ValueError(
+                f"the placement names devices for {len(placement.blocks)} blocks; this model has {self.cfg.n_layers} layers"
+            )
+        for device in placement.devices:
+            resolve_device(device)
+        for module in (self.embed, self.video_bank, self.rotary):
+            module.to(placement.embed)
+        for block, device in zip(self.blocks, placement.blocks):
+            block.to(device)
+        self.ln_final.to(placement.unembed)
+        self.unembed.to(placement.unembed)
+        if self.frontend is not None:
+            self.frontend.to(placement.frontend)
+        self.cfg.device = str(placement.embed)
+        self._placement = placement
+        return self
 
     def generate(self, input: Int[torch.Tensor, "batch pos"], max_new_tokens: int = 16, **kwargs: Any) -> torch.Tensor:
         """Greedy decoding with a key/value cache; active hooks apply at every step."""
@@ -266,7 +319,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
 
     @property
     def W_O(self) -> Float[torch.Tensor, "n_layers head_index d_head d_model"]:
-        return torch.stack([block.attn.W_O for block in self.blocks])
+        return torch.stack([block.attn.W_O.to(self.W_U.device) for block in self.blocks])
 
     def tokens_to_residual_directions(self, tokens: Any) -> Float[torch.Tensor, "... d_model"]:
         """Unembedding directions of tokens, with the final norm's gain folded in.
@@ -291,13 +344,13 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         """Sum of the attention and MLP output biases written before `layer` (TransformerLens API)."""
         total = torch.zeros(self.cfg.d_model, device=self.W_U.device, dtype=self.cfg.dtype)
         for index in range(layer):
-            total = total + self.blocks[index].attn.b_O
+            total = total + self.blocks[index].attn.b_O.to(total.device)
             if include_mlp_biases:
-                total = total + self.blocks[index].mlp.b_out
+                total = total + self.blocks[index].mlp.b_out.to(total.device)
         if mlp_input:
             if layer >= self.cfg.n_layers:
                 raise ValueError(f"mlp_input=True needs layer < n_layers={self.cfg.n_layers}, got {layer}")
-            total = total + self.blocks[layer].attn.b_O
+            total = total + self.blocks[layer].attn.b_O.to(total.device)
         return total
 
     def set_use_attn_result(self, use: bool) -> None:
@@ -400,7 +453,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
                 f"with start_at_layer={start} the input must be a residual [batch, pos, d_model={d_model}], "
                 f"got shape {tuple(residual.shape)}"
             )
-        return residual.to(self.W_E.device, self.cfg.dtype)
+        return residual.to(self.placement.blocks[start] if start < self.cfg.n_layers else self.placement.unembed, self.cfg.dtype)
 
     def _check_attention_mask(self, attention_mask: Any, batch: int, length: int) -> torch.Tensor | None:
         if attention_mask is None:
@@ -459,3 +512,21 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             return current
         previous = past_padding if past_padding is not None else torch.ones(batch, past_kv_cache.length, dtype=torch.long, device=device)
         return torch.cat([previous, current], dim=-1)
+
+
+class _PerDevice:
+    """A forward's rotary tables and attention mask, copied to each device the blocks run on (once each)."""
+
+    def __init__(self, device: torch.device, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | CausalMask):
+        self._copies = {device: (cos, sin, mask)}
+        self._source = (cos, sin, mask)
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | CausalMask]:
+        if device not in self._copies:
+            cos, sin, mask = self._source
+            if isinstance(mask, CausalMask):
+                mask = CausalMask(mask.batch, mask.n_tokens, mask.dtype, device)
+            else:
+                mask = mask.to(device)
+            self._copies[device] = (cos.to(device), sin.to(device), mask)
+        return self._copies[device]

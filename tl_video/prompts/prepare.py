@@ -146,7 +146,8 @@ def prepare_input(
         processed = frontend.process(processor, text, frames)
     input_ids = processed["input_ids"][0]
     video_inputs = frontend.video_inputs(processed)
-    features = frontend.encode(**{k: v.to(model.cfg.device) for k, v in video_inputs.items()})
+    frontend_device = model.placement.frontend  # the front end may have a device of its own
+    features = frontend.encode(**{k: v.to(frontend_device) for k, v in video_inputs.items()})
     is_placeholder = input_ids == frontend.video_token_id
     n_placeholders, n_features = int(is_placeholder.sum()), features.embeddings.shape[0]
     if n_placeholders != n_features:
