@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import os
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -225,3 +226,195 @@ def test_a_batch_with_a_bad_key_writes_nothing(tmp_path):
         with pytest.raises(ValueError, match="already written|needs a string 'key'"):
             sink.append_many(batch)
     assert [r["key"] for r in read_records(tmp_path / "flow.jsonl")[1]] == ["a/1", "a/2"] and not sink.has("b/1")
+
+
+# ----------------------------------------------------------------------------- non-finite numbers past the baseline
+
+OVERFLOW_POINT = "blocks.4.hook_resid_pre"  # inf here leaves L5-L6 (and the logits) NaN; L1-L4 stay finite
+
+
+@contextmanager
+def _overflowing(model, calls=frozenset()):
+    """A real forward hook that counts forwards and multiplies the residual by inf on the ``calls``-th ones
+    (1-based), as an fp16 overflow does; with no ``calls`` it only counts (and forces the plain forwards the
+    overflowing run takes). Yields the list of forwards seen."""
+    seen = []
+
+    def hook(resid, hook):
+        seen.append(1)
+        return resid * float("inf") if len(seen) in calls else resid
+
+    with model.hooks(fwd_hooks=[(OVERFLOW_POINT, hook)]):
+        yield seen
+    assert not model.hook_dict[OVERFLOW_POINT].fwd_hooks
+
+
+def _forwards(model, run) -> int:
+    """How many forwards ``run()`` makes (the overflowing runs below pick theirs by number)."""
+    with _overflowing(model) as seen:
+        run()
+    return len(seen)
+
+
+def _no_nan_anywhere(records) -> bool:
+    """No NaN or inf in any number of any record (what a written record must never hold)."""
+    def finite(value):
+        if isinstance(value, float):
+            return math.isfinite(value)
+        if isinstance(value, dict):
+            return all(map(finite, value.values()))
+        if isinstance(value, list):
+            return all(map(finite, value))
+        return True
+    return all(finite(record) for record in records)
+
+
+def _not_finite_skips(records, kind):
+    return [r for r in records if r.get("kind") == kind and r.get("skipped")
+            and "not finite (NaN or inf: an overflow?); run in float32 or bfloat16" in r["reason"]]
+
+
+def test_pathways_condition_that_is_not_finite_is_a_skip_not_a_wrong_answer(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.pathways import PathwayOptions, PathwayResult, run_pathways
+
+    options = PathwayOptions(cross_frame="L1-L3", video_to_question="L2-4", question_to_last="L3-L6")
+    one = _forwards(toy_model, lambda: run_pathways(toy_model, study_examples[:1], options, progress=False))
+    assert one == 3  # the baseline, then the pathways and the random condition
+    with _overflowing(toy_model, {2}):  # the first example's pathways condition overflows
+        result = run_pathways(toy_model, study_examples[:2], options, out_dir=tmp_path, progress=False)
+    (bad,) = _not_finite_skips(result.records, "pathways")
+    assert bad["condition"] == "pathways" and bad["example_id"] == study_examples[0].example_id and "p_true" not in bad
+    assert _no_nan_anywhere(result.records)
+    assert result.accuracy("pathways").n == 1 and result.accuracy("random").n == result.accuracy("full_attention").n == 2
+    assert len(result.skipped()) == 1 and result.findings()  # the summaries use what was evaluated
+    assert PathwayResult.read(tmp_path).records == result.records
+
+
+def test_patching_run_that_is_not_finite_is_a_skip(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.patching import PatchingOptions, PatchingResult, run_patching
+
+    direction = [e for e in study_examples if e.task == "moving_direction"]  # reversing changes their answer
+    options = PatchingOptions(corruptions=({"name": "reverse"},), layers=(0, 1))
+    one = _forwards(toy_model, lambda: run_patching(toy_model, direction[:1], options, progress=False))
+    # example 1: its last patched pass overflows; example 2: its corrupted run does
+    with _overflowing(toy_model, {one, one + 2}):
+        result = run_patching(toy_model, direction, options, out_dir=tmp_path, progress=False)
+    bad = {r["example_id"]: r for r in _not_finite_skips(result.records, "patching")}
+    assert set(bad) == {e.example_id for e in direction}
+    assert "the patched runs' metric" in bad[direction[0].example_id]["reason"]
+    assert "the corrupted run's logits" in bad[direction[1].example_id]["reason"]
+    assert all("recovery" not in r for r in bad.values()) and _no_nan_anywhere(result.records)
+    assert result.patching_records("reverse") == [] and len(result.skipped("reverse")) == 2
+    assert "2 skipped" in result.findings()[0].sentence
+    assert PatchingResult.read(tmp_path).records == result.records
+
+
+def test_lens_layers_that_are_not_finite_are_a_skip(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.lens import LensOptions, LensResult, run_lens
+
+    with _overflowing(toy_model, {2, 3}):  # the first example's lens and letter readouts overflow from L5 on
+        result = run_lens(toy_model, study_examples[:2], LensOptions(), out_dir=tmp_path, progress=False)
+    bad = _not_finite_skips(result.records, "lens") + _not_finite_skips(result.records, "grid")
+    assert {r["kind"] for r in bad} == {"lens", "grid"} and {r["example_id"] for r in bad} == {study_examples[0].example_id}
+    assert "output of L5, output of L6" in bad[0]["reason"] and "output of L4" not in bad[0]["reason"]
+    assert _no_nan_anywhere(result.records)
+    assert [r["example_id"] for r in result.lens_records()] == [study_examples[1].example_id]
+    assert all(math.isfinite(c.mean) for c in result.answer_probability())
+    result.findings()
+    with pytest.raises(ValueError, match="not finite"):
+        result.grid()
+    assert LensResult.read(tmp_path).records == result.records
+
+
+def test_attention_map_that_is_not_finite_is_a_skip(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.attention import AttentionOptions, AttentionResult, run_attention
+
+    options = AttentionOptions(layers=(1, 5))
+    one = _forwards(toy_model, lambda: run_attention(toy_model, study_examples[:1], options, progress=False))
+    assert one == 3  # the baseline, then the maps at baseline and under the knockout
+    with _overflowing(toy_model, {3}):  # the first example's knockout maps: L6 is NaN
+        result = run_attention(toy_model, study_examples[:2], options, out_dir=tmp_path, progress=False)
+    (bad,) = _not_finite_skips(result.records, "attention")
+    assert bad["condition"] == "knockout" and bad["example_id"] == study_examples[0].example_id and "group_map" not in bad
+    assert _no_nan_anywhere(result.records)
+    (change, _), _ = result.video_mass_change()  # paired by example: only the second has both conditions
+    assert change.n == 1 and len(result.findings()) == 2
+    with pytest.raises(ValueError, match="knockout maps of .* are missing: .*not finite"):
+        result.token_records()  # the one example with per-token maps lost its knockout maps
+    assert AttentionResult.read(tmp_path).records == result.records
+
+
+def test_generation_probability_that_is_not_finite_is_a_skip(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.generation_probability import GenerationProbabilityResult, run_generation_probability
+
+    with _overflowing(toy_model, {3}):  # the first example's paper-compatible readout overflows
+        result = run_generation_probability(toy_model, study_examples[:2], out_dir=tmp_path, progress=False)
+    (bad,) = _not_finite_skips(result.records, "generation_probability")
+    assert bad["readout"] == "paper_compat" and bad["example_id"] == study_examples[0].example_id
+    assert "output of L5, output of L6" in bad["reason"] and "probabilities" not in bad
+    assert _no_nan_anywhere(result.records)
+    assert result.per_example("paper_compat")["true option"].shape[0] == 1
+    assert result.per_example("final_norm")["true option"].shape[0] == 2
+    assert GenerationProbabilityResult.read(tmp_path).records == result.records
+
+
+OPEN = dict(presets=PRESETS, layers=(1, 3), max_new_tokens=2, generate_under_knockout=False)
+
+
+def test_open_ended_knockout_that_is_not_finite_is_a_skipped_configuration(tmp_path, toy_model, study_examples):
+    from tl_video.analyses.open_ended import OpenEndedOptions, OpenEndedResult, run_open_ended
+
+    options = OpenEndedOptions(**OPEN)
+    one = _forwards(toy_model, lambda: run_open_ended(toy_model, study_examples[:1], options, progress=False))
+    with _overflowing(toy_model, {one}):  # the last forward: the last configuration's probe
+        result = run_open_ended(toy_model, study_examples[:1], options, out_dir=tmp_path, progress=False)
+    (bad,) = _not_finite_skips(result.records, "open_ended")
+    configurations = [r for r in result.records if r["kind"] == "open_ended"]
+    assert "change_anchor" not in bad and len(result.evaluated()) == len(configurations) - 1
+    assert _no_nan_anywhere(result.records)
+    assert OpenEndedResult.read(tmp_path).records == result.records
+
+
+def test_open_ended_answer_that_is_not_finite_skips_the_example(tmp_path, toy_model, study_examples):
+    """Every forward after the first answer step overflows: the answer was read from NaN logits, so the
+    example is skipped with the reason (not analysed with a made-up answer)."""
+    from tl_video.analyses.open_ended import OpenEndedOptions, run_open_ended
+
+    with _overflowing(toy_model, set(range(2, 100))):
+        result = run_open_ended(toy_model, study_examples[:1], OpenEndedOptions(anchor_words=("left",), **OPEN),
+                                out_dir=tmp_path, progress=False)
+    (skipped,) = skipped_examples(result.records)
+    assert skipped["error"] == "NonFiniteLogitsError" and "the answer's logits" in skipped["reason"]
+    assert result.baseline()["n_examples"] == 0 and result.evaluated() == []
+
+
+def test_open_ended_skips_undecodable_videos_with_their_reason_and_counts_them(tmp_path, toy_model, study_examples):
+    good, bad = study_examples[0], study_examples[2]
+    raw = open(bad.video, "rb").read()
+    (tmp_path / "truncated.mp4").write_bytes(raw[: len(raw) * 2 // 5])
+    examples = [dataclasses.replace(bad, video=str(tmp_path / "truncated.mp4")), good]
+    only = {"analyses": ("open-ended",), "pipeline_options": {"open-ended": OPEN}, "formats": ("html",), "progress": False}
+
+    study = run_study(toy_model, examples, out_dir=tmp_path / "run", **only)
+
+    result = study.results["open-ended"]
+    (skipped,) = skipped_examples(result.records)
+    assert skipped["example_id"] == bad.example_id and skipped["error"] == "UnreadableVideoError"
+    assert "cannot be read as a video" in skipped["reason"]
+    assert {r["example_id"] for r in result.evaluated()} == {good.example_id}  # the run went on
+    assert read_run_info(tmp_path / "run")["analyses"]["open-ended"]["n_skipped"] == 1
+    again = run_study(toy_model, examples, out_dir=tmp_path / "run", resume=True, **only)  # resume: the skip stays
+    assert again.results["open-ended"].records == result.records
+
+
+def test_open_ended_generation_under_knockout_that_is_not_finite_keeps_no_answer(toy_model, study_examples):
+    from tl_video.analyses.open_ended import OpenEndedOptions, run_open_ended
+
+    options = OpenEndedOptions(**(OPEN | {"generate_under_knockout": True, "layers": (3,)}))
+    one = _forwards(toy_model, lambda: run_open_ended(toy_model, study_examples[:1], options, progress=False))
+    with _overflowing(toy_model, {one}):  # the last forward: the check of the last answer generated under knockout
+        result = run_open_ended(toy_model, study_examples[:1], options, progress=False)
+    *fine, last = result.evaluated()
+    assert "not finite" in last["generation_skipped"] and "same_answer" not in last and math.isfinite(last["change_anchor"])
+    assert fine and all("same_answer" in r for r in fine) and _no_nan_anywhere(result.records)
+    assert result.answers_changed(last["label"])[3] == (0, 0)  # its answer is counted nowhere

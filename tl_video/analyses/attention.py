@@ -17,7 +17,9 @@ cross-frame interactions matter. ``knockout`` takes any knockout spec (JSON of `
 instead.
 
 Records (``attention.jsonl``): ``baseline/<id>`` per example, ``attention/<condition>/<id>``
-per analysed example and condition ("baseline", "knockout").
+per analysed example and condition ("baseline", "knockout"). Maps that are not finite in some layer
+(an fp16 overflow) are recorded as skipped with the reason naming the layers (``skipped: True``);
+they count in no number, and a change under the knockout pairs only examples with both conditions.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
+from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.attention_maps import query_attention_to_video
@@ -126,10 +128,18 @@ def attention_record(
         heads=options.heads, knockout=spec if condition == "knockout" else None,
     )
     layout = scored.prepared.layout
-    record = {
+    identity = {
         "kind": "attention", "condition": condition, "example_id": scored.example.example_id, "task": scored.task,
         "spec": spec.to_json() if condition == "knockout" else None, "label": spec.label if condition == "knockout" else "baseline",
-        "query": options.query, "heads": options.heads, "layers": list(attention.layers),
+    }
+    layers = [f"L{layer + 1}" for layer in attention.layers]
+    reason = not_finite_reason("the attention maps", attention.group, layers) or not_finite_reason(
+        "the attention maps", attention.video_mass, layers) or (
+        not_finite_reason("the per-token attention maps", attention.per_token, layers) if with_tokens else None)
+    if reason is not None:
+        return identity | {"skipped": True, "reason": reason}
+    record = identity | {
+        "skipped": False, "query": options.query, "heads": options.heads, "layers": list(attention.layers),
         "video_grid": [list(cell) for cell in layout.video_grid], "frame_unit": layout.frame_unit,
         "group_map": attention.group.tolist(), "video_mass": attention.video_mass.mean(-1).tolist(),
         "query_tokens": None, "token_maps": None, "token_video_mass": None,
@@ -165,8 +175,13 @@ class AttentionResult(RecordedResult):
             raise ValueError(f"condition {condition!r}; valid: {', '.join(CONDITIONS)}")
         return [
             r for r in self.records
-            if r.get("kind") == "attention" and r["condition"] == condition and (task is None or r["task"] == task)
+            if r.get("kind") == "attention" and r["condition"] == condition and not r.get("skipped")
+            and (task is None or r["task"] == task)
         ]
+
+    def skipped(self) -> list[dict]:
+        """Maps that could not be recorded (not finite), each with its reason."""
+        return [r for r in self.records if r.get("kind") == "attention" and r.get("skipped")]
 
     @property
     def tasks(self) -> list[str]:
@@ -174,7 +189,7 @@ class AttentionResult(RecordedResult):
 
     @property
     def layers(self) -> list[int]:
-        records = self.attention_records("baseline")
+        records = self.attention_records("baseline") or self.attention_records("knockout")
         return records[0]["layers"] if records else []
 
     @property
@@ -182,9 +197,14 @@ class AttentionResult(RecordedResult):
         records = self.attention_records("knockout")
         return records[0]["label"] if records else ""
 
-    def video_mass_values(self, condition: str, task: str | None = None) -> np.ndarray:
-        """[example, layer]: the share of the query group's attention on the video."""
-        return np.asarray([r["video_mass"] for r in self.attention_records(condition, task)], dtype=float).reshape(-1, len(self.layers))
+    def video_mass_values(self, condition: str, task: str | None = None, *, paired: bool = False) -> np.ndarray:
+        """[example, layer]: the share of the query group's attention on the video (``paired``: only the examples
+        with maps under both conditions, in the same order for each condition)."""
+        records = self.attention_records(condition, task)
+        if paired:
+            both = set.intersection(*({r["example_id"] for r in self.attention_records(c, task)} for c in CONDITIONS))
+            records = [r for r in records if r["example_id"] in both]
+        return np.asarray([r["video_mass"] for r in records], dtype=float).reshape(-1, len(self.layers))
 
     def video_mass(self, condition: str = "baseline", task: str | None = None) -> list[MeanCI]:
         """Per recorded layer: mean share of the query's attention on the video, with its 95% CI over examples."""
@@ -193,7 +213,7 @@ class AttentionResult(RecordedResult):
 
     def video_mass_change(self, task: str | None = None) -> list[tuple[MeanCI, float]]:
         """Per recorded layer: knockout minus baseline video mass (mean, CI) and its paired permutation p-value."""
-        base, knocked = self.video_mass_values("baseline", task), self.video_mass_values("knockout", task)
+        base, knocked = (self.video_mass_values(c, task, paired=True) for c in CONDITIONS)
         seed = self.header.seed
         return [
             (mean_ci(knocked[:, i] - base[:, i], seed=seed), paired_permutation_p(knocked[:, i], base[:, i], seed=seed))
@@ -216,7 +236,14 @@ class AttentionResult(RecordedResult):
         if not with_tokens:
             raise ValueError(f"no per-query-token maps recorded{'' if example_id is None else f' for {example_id!r}'}; "
                              "raise AttentionOptions.token_map_examples")
-        chosen = with_tokens[0]["example_id"]
+        knocked = {r["example_id"] for r in self.attention_records("knockout")}
+        paired = [r for r in with_tokens if r["example_id"] in knocked]
+        if not paired:
+            first = with_tokens[0]["example_id"]
+            lost = next((r["reason"] for r in self.skipped() if r["example_id"] == first), "they were not recorded")
+            raise ValueError(f"the knockout maps of {first!r} are missing: {lost}; no other example has per-query-token "
+                             "maps under both conditions (raise AttentionOptions.token_map_examples)")
+        chosen = paired[0]["example_id"]
         return {c: next(r for r in self.attention_records(c) if r["example_id"] == chosen) for c in CONDITIONS}
 
     def findings(self) -> list[Finding]:
@@ -233,13 +260,15 @@ class AttentionResult(RecordedResult):
             f"head mean) and is {means[-1]:.1%} in L{layers[-1] + 1}.", "descriptive (mean over examples)", None, n,
         )]
         changes = self.video_mass_change()
+        if not any(change.n for change, _ in changes):  # no example has maps under both conditions
+            return out
         i = int(np.argmax([abs(change.mean) for change, _ in changes]))
         change, p = changes[i]
-        knocked = self.video_mass_values("knockout").mean(0)
+        base, knocked = (self.video_mass_values(c, paired=True).mean(0) for c in CONDITIONS)
         out.append(Finding(
             f"Under the knockout “{self.knockout_label}”, the {query}'s attention on the video in L{layers[i] + 1} goes from "
-            f"{means[i]:.1%} to {knocked[i]:.1%} ({change.mean * 100:+.1f} points [{change.low * 100:+.1f}, "
+            f"{base[i]:.1%} to {knocked[i]:.1%} ({change.mean * 100:+.1f} points [{change.low * 100:+.1f}, "
             f"{change.high * 100:+.1f}]), the largest change of any layer.",
-            "paired sign-flip permutation test, knockout vs baseline", p, n,
+            "paired sign-flip permutation test, knockout vs baseline", p, change.n,
         ))
         return out

@@ -13,7 +13,8 @@ false option's letter are kept (docs/methods.md, "Generation probability by laye
 One record per example x readout (``key = "<readout>/<example_id>"``) holds the per-layer
 probabilities of every option letter; `GenerationProbabilityResult` summarises them as curves
 (mean with a seeded bootstrap 95% interval per layer, per task and pooled) and states where the
-true option's probability rises.
+true option's probability rises. A readout that is not finite at some layer (an fp16 overflow) is
+recorded as skipped with the reason naming the layers (``skipped: True``) and counts in no curve.
 
     >>> result = run_generation_probability(model, examples, out_dir="study")      # doctest: +SKIP
     >>> result.curves()["true option"][-1]                                          # doctest: +SKIP
@@ -29,7 +30,7 @@ import numpy as np
 from jaxtyping import Float
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import StudyOptions, baseline_summary, scored_examples
+from tl_video.analyses.scoring import StudyOptions, baseline_summary, not_finite_reason, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.logit_lens import option_probabilities_by_layer
@@ -79,9 +80,15 @@ def run_generation_probability(
             letters, probabilities = option_probabilities_by_layer(
                 model, scored.prepared, scored.letters, paper_compat=readout == "paper_compat"
             )
-            sink.append({
-                "key": key, "kind": ANALYSIS, "readout": readout, "readout_definition": READOUTS[readout],
-                "example_id": scored.example.example_id, "task": scored.task, "true_letter": scored.true_letter,
+            record = {"key": key, "kind": ANALYSIS, "readout": readout, "readout_definition": READOUTS[readout],
+                      "example_id": scored.example.example_id, "task": scored.task}
+            reason = not_finite_reason("the letter probabilities", probabilities,
+                                       [f"output of L{layer + 1}" for layer in range(len(probabilities))])
+            if reason is not None:
+                sink.append(record | {"skipped": True, "reason": reason})
+                continue
+            sink.append(record | {
+                "skipped": False, "true_letter": scored.true_letter,
                 "letters": letters, "probabilities": probabilities.T.tolist(),  # [option][layer]
             })
     return GenerationProbabilityResult(header=sink.header, records=list(sink.records))
@@ -204,5 +211,9 @@ class GenerationProbabilityResult(RecordedResult):
                 ))
         return out
 
+    def skipped(self) -> list[dict[str, Any]]:
+        """Readouts that could not be made on an example (not finite), each with its reason."""
+        return [r for r in self.records if r.get("kind") == ANALYSIS and r.get("skipped")]
+
     def _layer_records(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("kind") == ANALYSIS]
+        return [r for r in self.records if r.get("kind") == ANALYSIS and not r.get("skipped")]

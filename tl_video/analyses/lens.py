@@ -24,6 +24,8 @@ its text, stripped of spaces and lower-cased, equals it.
 
 Records (``lens.jsonl``): ``baseline/<id>`` per example, ``lens/<id>`` per analysed example
 (top-1 token counts per row, letter probabilities per layer), ``grid/<id>`` for the grid example.
+Where a readout is not finite at some layer (an fp16 overflow), the example's ``lens`` (and ``grid``)
+record is written as skipped with the reason naming the layers (``skipped: True``) and counts in no number.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 from jaxtyping import UInt8
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
+from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.logit_lens import option_probabilities_by_layer, video_token_top_k
@@ -166,23 +168,40 @@ def run_lens(
         if sink.has(f"lens/{example_id}") and not want_grid:
             continue
         lens = video_token_top_k(model, scored.prepared, k=options.top_k, paper_compat=options.paper_compat)
+        letters, probabilities = option_probabilities_by_layer(model, scored.prepared, scored.letters)
+        reason = (not_finite_reason("the video tokens' readouts", lens.top_probabilities, lens.points)
+                  or not_finite_reason("the letter probabilities", probabilities,
+                                       [f"output of L{layer + 1}" for layer in range(len(probabilities))]))
+        records = []
         if not sink.has(f"lens/{example_id}"):
-            sink.append(lens_record(model, scored, lens))
+            records.append(lens_record(model, scored, lens, letters, probabilities) if reason is None
+                           else _skipped("lens", scored, reason))
         if want_grid:
-            sink.append(grid_record(model, scored, lens, options))
+            records.append(grid_record(model, scored, lens, options) if reason is None else _skipped("grid", scored, reason))
+        sink.append_many(records)
     return LensResult(header=sink.header, records=list(sink.records))
 
 
-def lens_record(model: Any, scored: ScoredExample, lens: Any) -> dict[str, Any]:
-    """The per-example record: top-1 token counts per probed row and letter probabilities per layer."""
+def _skipped(kind: str, scored: ScoredExample, reason: str) -> dict[str, Any]:
+    """The record of a readout that could not be made (not finite), under the key the readout would have had."""
+    example_id = scored.example.example_id
+    return {"key": f"{kind}/{example_id}", "kind": kind, "example_id": example_id, "task": scored.task,
+            "skipped": True, "reason": reason}
+
+
+def lens_record(model: Any, scored: ScoredExample, lens: Any, letters: list[str] | None = None,
+                probabilities: Any = None) -> dict[str, Any]:
+    """The per-example record: top-1 token counts per probed row and letter probabilities per layer
+    (``letters``/``probabilities``: `option_probabilities_by_layer` of this example, computed when not given)."""
     top1 = lens.top_ids[:, :, 0]
     texts = _token_texts(model.tokenizer, top1.unique().tolist())
     counts = [dict(Counter(texts[int(i)] for i in row.tolist())) for row in top1]
-    letters, probabilities = option_probabilities_by_layer(model, scored.prepared, scored.letters)
+    if probabilities is None:
+        letters, probabilities = option_probabilities_by_layer(model, scored.prepared, scored.letters)
     example = scored.example
     return {
         "key": f"lens/{example.example_id}", "kind": "lens", "example_id": example.example_id, "task": scored.task,
-        "true_letter": scored.true_letter, "probes": lens.probes, "points": list(lens.points),
+        "skipped": False, "true_letter": scored.true_letter, "probes": lens.probes, "points": list(lens.points),
         "n_video_tokens": int(top1.shape[1]), "top1_counts": counts,
         "letter_probabilities": {letter: probabilities[:, i].tolist() for i, letter in enumerate(letters)},
         "answer_probability": probabilities[:, letters.index(scored.true_letter)].tolist(),
@@ -196,7 +215,7 @@ def grid_record(model: Any, scored: ScoredExample, lens: Any, options: LensOptio
     example = scored.example
     return {
         "key": f"grid/{example.example_id}", "kind": "grid", "example_id": example.example_id, "task": scored.task,
-        "question": example.question, "probes": lens.probes, "points": list(lens.points),
+        "skipped": False, "question": example.question, "probes": lens.probes, "points": list(lens.points),
         "video_grid": [list(cell) for cell in lens.video_grid], "frame_unit": scored.prepared.layout.frame_unit,
         "top_ids": ids.tolist(), "top_tokens": [[[texts[int(i)] for i in cell] for cell in row] for row in ids.tolist()],
         "top_probabilities": lens.top_probabilities[:, :, : options.report_k].tolist(),
@@ -252,11 +271,17 @@ class LensResult(RecordedResult):
         return LensOptions(**data)
 
     def lens_records(self, task: str | None = None) -> list[dict]:
-        return [r for r in self.records if r.get("kind") == "lens" and (task is None or r["task"] == task)]
+        return [r for r in self.records if r.get("kind") == "lens" and not r.get("skipped") and (task is None or r["task"] == task)]
+
+    def skipped(self) -> list[dict]:
+        """Lens and grid records that could not be made (readouts not finite), each with its reason."""
+        return [r for r in self.records if r.get("kind") in ("lens", "grid") and r.get("skipped")]
 
     def grid(self, example_id: str | None = None) -> dict:
         """The grid record (of ``example_id``, or the only one written)."""
         grids = [r for r in self.records if r.get("kind") == "grid" and example_id in (None, r["example_id"])]
+        if grids and grids[0].get("skipped"):
+            raise ValueError(f"the per-frame grid of {grids[0]['example_id']!r} was skipped: {grids[0]['reason']}")
         if not grids:
             raise ValueError(f"no per-frame grid recorded{'' if example_id is None else f' for {example_id!r}'}")
         return grids[0]

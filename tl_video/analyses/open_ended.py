@@ -15,9 +15,14 @@ variant"):
 4. optionally the whole answer is generated again under the knockout (``generated_knockout``).
 
 Examples without an anchor in their answer are recorded (baseline, ``selected: false``, with the
-reason) and not analysed. ``samples`` defaults to ``"all"``: an answer counts as correct when it
-starts with the true option's letter (multiple choice) or contains the reference answer text
-(``metadata["answer"]`` of an open-ended example), case-insensitively.
+reason) and not analysed. As in every pipeline, an example whose video cannot be decoded, whose input
+is longer than the context, or whose answer was read from logits that are not finite (an fp16
+overflow) gets a ``skipped`` record with the reason instead (`tl_video.analyses.scoring`); a
+configuration whose probabilities are not finite is recorded as skipped with its reason, and a
+generation under knockout whose logits are not finite keeps its probe numbers but no answer
+(``generation_skipped`` holds the reason). ``samples`` defaults to ``"all"``: an answer counts as
+correct when it starts with the true option's letter (multiple choice) or contains the reference
+answer text (``metadata["answer"]`` of an open-ended example), case-insensitively.
 
 Curves, per-task summaries and findings are those of the multiple-choice sweep
 (`tl_video.analyses.flow.FlowResult`) on ``change_anchor``.
@@ -39,9 +44,11 @@ from tl_video.analyses.flow import (
     FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, open_sweep,
 )
 from tl_video.analyses.records import RecordSink
-from tl_video.analyses.scoring import prepare_for_study
+from tl_video.analyses.scoring import (
+    SKIPPED_PROBLEMS, NonFiniteLogitsError, not_finite_reason, prepare_for_study, skipped_record,
+)
 from tl_video.analyses.sweep import knockout_probabilities
-from tl_video.data.examples import VideoQAExample
+from tl_video.data.examples import VideoQAExample, check_unique_ids
 from tl_video.interventions.knockout import KnockoutSpec, knockout_hooks
 from tl_video.model.generation import greedy_generate
 from tl_video.model.kv_cache import KeyValueCache
@@ -164,6 +171,22 @@ def probe_probabilities(
     return torch.stack(rows) if rows else torch.zeros(0, model.cfg.d_vocab)
 
 
+@torch.no_grad()
+def answer_logits(
+    model: Any, prepared: PreparedInput, tokens: Sequence[int], spec: KnockoutSpec | None = None
+) -> Float[torch.Tensor, "step d_vocab"]:
+    """The logits a greedy answer's tokens were chosen from (one row per token, and the row after the last),
+    recomputed in one cached pass under ``spec``'s knockout as in generation: what is checked for NaN or inf."""
+    hooks = [] if spec is None else knockout_hooks(spec, prepared.layout, model.cfg.n_layers)
+    with model.hooks(fwd_hooks=hooks):
+        cache = KeyValueCache.empty(model.cfg.n_layers)
+        rows = [model(prepared.tokens, past_kv_cache=cache)[0, -1:]]
+        if tokens:
+            follow = torch.tensor([list(tokens)], dtype=prepared.tokens.dtype, device=prepared.tokens.device)
+            rows.append(model(follow, past_kv_cache=cache)[0])
+    return torch.cat(rows)
+
+
 def is_correct(example: VideoQAExample, text: str) -> bool | None:
     """Starts with the true letter (multiple choice) or contains the reference answer; None without one."""
     answer_text = text.strip().lower()
@@ -183,6 +206,7 @@ def run_open_ended(
         raise ValueError(f"run_open_ended options must be OpenEndedOptions, got {type(options).__name__}")
     if not examples:
         raise ValueError("run_open_ended: no examples to analyse")
+    check_unique_ids(examples)
     n_layers = model.cfg.n_layers
     k, centres, sink = open_sweep(model, options, ANALYSIS, out_dir, resume)
     for example in tqdm(examples, desc=ANALYSIS, unit="example", disable=not progress):
@@ -192,10 +216,19 @@ def run_open_ended(
         if previous is not None and not previous["selected"]:
             continue
         with model.video_bank.scope():  # the bank holds one example's video at a time
-            prepared = prepare_for_study(model, example, options)
-            base = answer(model, prepared, options)
-            task = example.task or "all"
-            record = _baseline_record(example, task, base, options, model, prepared)
+            try:
+                prepared = prepare_for_study(model, example, options)
+                base = answer(model, prepared, options)
+                reason = not_finite_reason("the answer's logits", answer_logits(model, prepared, base.tokens))
+                if reason is not None:
+                    raise NonFiniteLogitsError(f"example {example.example_id!r}: {reason}")
+                task = example.task or "all"
+                record = _baseline_record(example, task, base, options, model, prepared)
+            except SKIPPED_PROBLEMS as error:
+                if previous is not None:
+                    raise  # analysed before and failing now: the data changed
+                sink.append(skipped_record(example, error))
+                continue
             if previous is None:
                 sink.append(record)
             if record["selected"]:
@@ -219,6 +252,9 @@ def _baseline_record(example: VideoQAExample, task: str, base: Answer, options: 
         return record | {"selected": False, "reason": f"not answered {options.samples} (samples={options.samples!r})"}
     anchor = base.tokens[base.anchor_index]
     p = probe_probabilities(model, prepared, base.tokens[: base.anchor_index], [KnockoutSpec()])[0]
+    reason = not_finite_reason("the anchor's probabilities", p)
+    if reason is not None:
+        raise NonFiniteLogitsError(f"example {example.example_id!r}: {reason}")
     start, end = base.spans[base.anchor_index]
     return record | {"selected": True, "anchor_token": anchor, "anchor_text": base.text[start:end],
                      "p_anchor": float(p[anchor])}
@@ -240,6 +276,10 @@ def _sweep(model: Any, example_id: str, task: str, prepared: PreparedInput, base
             sink.append(record | {"skipped": True, "reason": reason})
             continue
         p = next(probabilities)
+        reason = not_finite_reason("the knockout's probabilities", p)
+        if reason is not None:  # e.g. an fp16 overflow: never averaged
+            sink.append(record | {"skipped": True, "reason": reason})
+            continue
         new_token = int(p.argmax())
         record |= {"skipped": False, "n_blocked_edges": count, "anchor_token": anchor, "anchor_index": base.anchor_index,
                    "p_anchor": p_base, "p_anchor_knockout": float(p[anchor]),
@@ -247,7 +287,10 @@ def _sweep(model: Any, example_id: str, task: str, prepared: PreparedInput, base
                    "new_token": new_token, "kept": new_token == anchor}
         if options.generate_under_knockout:
             tokens = generate(model, prepared, options.max_new_tokens, config.spec)
-            record |= {"generated_knockout": model.tokenizer.decode(list(tokens)), "same_answer": tokens == base.tokens}
+            reason = not_finite_reason("the logits of the answer under knockout",
+                                       answer_logits(model, prepared, tokens, config.spec))
+            record |= ({"generated_knockout": model.tokenizer.decode(list(tokens)), "same_answer": tokens == base.tokens}
+                       if reason is None else {"generation_skipped": reason})
         sink.append(record)
 
 

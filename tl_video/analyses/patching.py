@@ -15,8 +15,9 @@ ranks first on the corrupted video. Each patched value is reported as normalised
 (patched - corrupted) / (clean - corrupted): 0 = the corrupted run, 1 = the clean run, with the
 clean and corrupted metric values alongside. Recovery is undefined where the corruption barely
 moves the metric (reversing an object-count video; a corrupted answer equal to the clean one):
-examples whose |clean - corrupted| is below ``min_gap`` (logits) are excluded, not patched, and
-counted.
+examples whose |clean - corrupted| is below ``min_gap`` (logits), or is 0, are excluded, not patched,
+and counted. An example whose corrupted, clean or patched runs give logits that are not finite (an
+fp16 overflow) is recorded as skipped with the reason (``skipped: True``) and counts in no number.
 
 Records (``patching.jsonl``): ``baseline/<id>`` per example, ``patching/<corruption>/<id>`` per
 analysed example and corruption.
@@ -32,7 +33,9 @@ import numpy as np
 import torch
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, prepare_for_study, scored_examples
+from tl_video.analyses.scoring import (
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, prepare_for_study, scored_examples,
+)
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.patching import POSITIONAL_ACTIVATIONS, patch_frames
@@ -103,7 +106,13 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
         model, scored.example, options, video=corruption_from_json(spec)(clean.frames), timing=clean.timing
     )
     clean.check_same_as(corrupted)
+    identity = {"kind": "patching", "example_id": scored.example.example_id, "task": scored.task,
+                "corruption": spec, "corruption_label": corruption_label(spec), "activation": options.activation}
     corrupted_logits = model(corrupted.tokens)[0, -1]
+    clean_logits = model(clean.tokens)[0, -1]
+    reason = not_finite_reason("the corrupted run's logits", corrupted_logits) or not_finite_reason("the clean run's logits", clean_logits)
+    if reason is not None:
+        return identity | {"skipped": True, "reason": reason}
     clean_letter = scored.true_letter
     corrupted_letter, source = _corrupted_letter(scored, spec, corrupted_logits)
     clean_token, corrupted_token = scored.letters[clean_letter], scored.letters[corrupted_letter]
@@ -111,16 +120,13 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return logits[:, -1, clean_token] - logits[:, -1, corrupted_token]
 
-    clean_logits = model(clean.tokens)[0, -1]
     clean_value = float(clean_logits[clean_token] - clean_logits[corrupted_token])
     corrupted_value = float(corrupted_logits[clean_token] - corrupted_logits[corrupted_token])
     gap = clean_value - corrupted_value
-    record = {
-        "kind": "patching", "example_id": scored.example.example_id, "task": scored.task,
-        "corruption": spec, "corruption_label": corruption_label(spec), "activation": options.activation,
-        "clean_letter": clean_letter, "corrupted_letter": corrupted_letter, "corrupted_letter_source": source,
+    record = identity | {
+        "skipped": False, "clean_letter": clean_letter, "corrupted_letter": corrupted_letter, "corrupted_letter_source": source,
         "clean_metric": clean_value, "corrupted_metric": corrupted_value, "gap": gap,
-        "excluded": abs(gap) < options.min_gap, "layers": None, "patched": None, "recovery": None,
+        "excluded": abs(gap) < options.min_gap or gap == 0, "layers": None, "patched": None, "recovery": None,
     }
     if record["excluded"]:
         return record
@@ -131,6 +137,9 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
         model, clean, corrupted, clean_cache, metric, activation=options.activation, layers=layers, progress=False, batched=True,
     )
     patched = table.float().cpu()
+    reason = not_finite_reason("the patched runs' metric values", patched, [f"L{layer + 1}" for layer in layers])
+    if reason is not None:
+        return identity | {"skipped": True, "reason": reason}
     record |= {
         "layers": layers, "patched": patched.tolist(), "recovery": ((patched - corrupted_value) / gap).tolist(),
     }
@@ -181,15 +190,21 @@ class PatchingResult(RecordedResult):
             raise ValueError(f"corruption {corruption!r} was not run; this run has {', '.join(self.corruptions)}")
         return [
             r for r in self.records
-            if r.get("kind") == "patching" and r["corruption_label"] == corruption
+            if r.get("kind") == "patching" and r["corruption_label"] == corruption and not r.get("skipped")
             and (task is None or r["task"] == task) and (excluded is None or r["excluded"] == excluded)
         ]
+
+    def skipped(self, corruption: str | None = None) -> list[dict]:
+        """Examples whose runs under a corruption gave logits that are not finite, each with its reason."""
+        return [r for r in self.records if r.get("kind") == "patching" and r.get("skipped")
+                and corruption in (None, r["corruption_label"])]
 
     def tasks(self, corruption: str) -> list[str]:
         return sorted({r["task"] for r in self.patching_records(corruption, excluded=None)})
 
     def counts(self, corruption: str, task: str | None = None) -> dict[str, Any]:
-        """Examples patched (``n``) and excluded for a clean-corrupted gap below ``min_gap``."""
+        """Examples patched (``n``) and excluded for a clean-corrupted gap below ``min_gap`` (see `skipped` for the
+        examples whose numbers were not finite)."""
         return {
             "n": len(self.patching_records(corruption, task)),
             "excluded": len(self.patching_records(corruption, task, excluded=True)),
@@ -229,6 +244,9 @@ class PatchingResult(RecordedResult):
         for corruption in self.corruptions:
             counts = self.counts(corruption)
             excluded = f"{counts['excluded']} excluded for a clean–corrupted gap below {counts['min_gap']:g}"
+            skipped = self.skipped(corruption)
+            if skipped:
+                excluded += f"; {len(skipped)} skipped: their logits are not finite"
             values = self.recovery_values(corruption)
             if values.shape[0] == 0:
                 out.append(Finding(f"Under {corruption}, no example could be patched ({excluded}).", "none", None, 0))

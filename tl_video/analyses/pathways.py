@@ -26,7 +26,9 @@ as the pathway suppresses, per layer, drawn uniformly among the positions from t
 token onward (diagonal included), with a seed derived from the run's seed and the example id.
 Each record holds the answer (argmax over the vocabulary), whether it is the true letter, the
 true letter's probability, the edge counts (kept and suppressed over the causal triangle,
-N(N+1)/2 per layer, summed over layers) and the spec JSON.
+N(N+1)/2 per layer, summed over layers) and the spec JSON. A condition whose probabilities are not
+finite (an fp16 overflow under the knockout) is recorded as skipped with its reason instead
+(`PathwayResult.skipped`) and counts in no accuracy, edge total or test.
 
     >>> result = run_pathways(model, examples, PathwayOptions(video_to_question="L2-4", cross_frame="L1-3",
     ...                       question_to_last="L3-5"), out_dir="study")                    # doctest: +SKIP
@@ -47,7 +49,7 @@ from jaxtyping import Float
 
 from tl_video.analyses.flow import default_bin_size, effective_ranges
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
+from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample
@@ -196,11 +198,16 @@ def example_seed(seed: int, example_id: str) -> int:
 
 def _record(condition: str, scored: ScoredExample, probabilities: Float[torch.Tensor, "d_vocab"], edges: EdgeCounts,
             spec: KnockoutSpec | None, **extra: Any) -> dict[str, Any]:
-    """One condition's record for one example: the answer at the last position, the edges, the spec."""
+    """One condition's record for one example: the answer at the last position, the edges, the spec; or, when
+    the probabilities are not finite (an fp16 overflow under the knockout), a skipped record with the reason."""
+    identity = {"key": f"{condition}/{scored.example.example_id}", "kind": ANALYSIS, "condition": condition,
+                "example_id": scored.example.example_id, "task": scored.task}
+    reason = not_finite_reason("the probabilities under this condition", probabilities)
+    if reason is not None:
+        return identity | {"skipped": True, "reason": reason, "spec": None if spec is None else spec.to_json(), **extra}
     answer = int(probabilities.argmax())
-    return {
-        "key": f"{condition}/{scored.example.example_id}", "kind": ANALYSIS, "condition": condition,
-        "example_id": scored.example.example_id, "task": scored.task, "true_letter": scored.true_letter,
+    return identity | {
+        "skipped": False, "true_letter": scored.true_letter,
         "true_token": scored.true_token, "answer_token": answer, "correct": scored.is_true(answer),
         "p_true": float(probabilities[scored.true_token]),
         "letter_probabilities": {letter: float(probabilities[token]) for letter, token in scored.letters.items()},
@@ -411,11 +418,14 @@ class PathwayResult(RecordedResult):
         where = f"({self.describe_ranges()}; ranges {'found from the information-flow curves' if self.range_source != 'given' else 'given'})"
         shared = sorted(set(self.correct("pathways")) & set(self.correct("full_attention")))
         full_correct, path_correct = self.correct("full_attention"), self.correct("pathways")
+        skipped = self.skipped()
+        unreadable = (f"; {len(skipped)} run{'s' if len(skipped) > 1 else ''} of a condition on an example gave probabilities "
+                      "that are not finite and count in no number") if skipped else ""
         return [
             Finding(
                 sentence=(f"Keeping only the effective pathways {where} keeps {edges.kept_percent:.0f}% of attention edges "
                           f"({edges.suppressed_percent:.0f}% suppressed) and answers {pathways.n_correct}/{pathways.n} "
-                          f"correctly ({pathways.rate:.0%}), against {full.n_correct}/{full.n} ({full.rate:.0%}) with full attention."),
+                          f"correctly ({pathways.rate:.0%}), against {full.n_correct}/{full.n} ({full.rate:.0%}) with full attention{unreadable}."),
                 test="paired sign-flip permutation test of per-example correctness, pathways vs full attention",
                 p_value=paired_permutation_p([float(path_correct[e]) for e in shared],
                                              [float(full_correct[e]) for e in shared], seed=self.seed),
@@ -430,8 +440,13 @@ class PathwayResult(RecordedResult):
             ),
         ]
 
+    def skipped(self) -> list[dict[str, Any]]:
+        """Conditions that could not be evaluated on an example (probabilities not finite), each with its reason;
+        they count in no accuracy or edge total."""
+        return [r for r in self.records if r.get("kind") == ANALYSIS and r.get("skipped")]
+
     def _records(self, condition: str, task: str = POOLED) -> list[dict[str, Any]]:
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; valid: {', '.join(CONDITIONS)}")
         return [r for r in self.records if r.get("kind") == ANALYSIS and r["condition"] == condition
-                and task in (POOLED, r["task"])]
+                and task in (POOLED, r["task"]) and not r.get("skipped")]

@@ -39,6 +39,24 @@ class NonFiniteLogitsError(ValueError):
 
 
 SKIPPED_PROBLEMS = (VideoError, InputTooLongError, NonFiniteLogitsError)  # an example with one of these is skipped, with its reason
+NOT_FINITE = "not finite (NaN or inf: an overflow?); run in float32 or bfloat16"  # the end of every such skip's reason
+
+
+def not_finite_reason(what: str, values: Any, where: Sequence[str] | None = None) -> str | None:
+    """Why a record cannot hold ``values``: some are NaN or inf (e.g. an fp16 overflow), or None when all are finite.
+
+    Every pipeline checks the numbers it is about to record with this and, given a reason, writes a record with
+    ``skipped: True`` and the reason instead, so no NaN is written or averaged. ``where`` names the rows of
+    ``values`` (e.g. "output of L5" per layer): the reason then says which rows are not finite.
+    """
+    tensor = values.detach() if isinstance(values, torch.Tensor) else torch.as_tensor(values, dtype=torch.float64)
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return None
+    if where is not None and tensor.dim() > 0:
+        bad = [name for name, ok in zip(where, finite.reshape(len(where), -1).all(-1).tolist()) if not ok]
+        return f"{what} at {', '.join(bad)} are {NOT_FINITE}"
+    return f"{what} {'are' if tensor.numel() > 1 else 'is'} {NOT_FINITE}"
 
 
 @dataclass(frozen=True, kw_only=True)
