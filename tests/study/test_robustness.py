@@ -418,3 +418,16 @@ def test_open_ended_generation_under_knockout_that_is_not_finite_keeps_no_answer
     assert "not finite" in last["generation_skipped"] and "same_answer" not in last and math.isfinite(last["change_anchor"])
     assert fine and all("same_answer" in r for r in fine) and _no_nan_anywhere(result.records)
     assert result.answers_changed(last["label"])[3] == (0, 0)  # its answer is counted nowhere
+
+
+def test_patching_with_no_gap_threshold_excludes_a_zero_gap_instead_of_dividing_by_it(toy_model, study_examples):
+    """min_gap=0 is allowed; a corruption that leaves the answer (reversing an object count: gap exactly 0) has no
+    recovery to normalise, so it is excluded, not recorded as 0/0."""
+    from tl_video.analyses.patching import PatchingOptions, run_patching
+
+    count = next(e for e in study_examples if e.task == "object_count")
+    options = PatchingOptions(corruptions=({"name": "reverse"},), layers=(0,), min_gap=0)
+    result = run_patching(toy_model, [count], options, progress=False)
+    (record,) = [r for r in result.records if r["kind"] == "patching"]
+    assert record["gap"] == 0.0 and record["excluded"] and record["recovery"] is None
+    assert _no_nan_anywhere(result.records)
