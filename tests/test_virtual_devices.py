@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,6 +125,8 @@ def test_to_moves_between_devices_and_cpu_returns_a_plain_tensor():
         assert on1.to(torch.float64).device == gpu1
         with pytest.raises(TypeError, match="can't convert cuda:1 device type tensor to numpy"):
             on1.numpy()
+        with pytest.raises(TypeError, match="can't convert cuda:1 device type tensor to numpy"):
+            numpy.asarray(on1)
         assert "device='cuda:1'" in repr(on1)
 
 
@@ -161,6 +164,7 @@ def test_factory_functions_with_a_cuda_device_make_virtual_tensors():
         assert made["arange"].tolist() == [0, 1, 2, 3] and int(made["arange"].max()) == 3
         assert bool((made["tensor"] == 2).any()) and made["full"].sum().item() == 6.0
         assert torch.zeros(1, device="cuda").device == gpu0  # no index: the current device
+        assert made["ones"].new_tensor([1.0]).device == gpu1 and made["ones"].new_tensor([1.0], device="cpu").device.type == "cpu"
 
 
 def test_cuda_availability_is_simulated_inside_and_restored_outside():
@@ -225,16 +229,20 @@ def test_hooked_model_moved_to_cuda_1_gives_the_cpu_logits_and_cache(model_and_r
             assert torch.equal(real(cache[name]), expected_cache[name]), name
 
 
-def test_hooked_model_split_over_three_devices_gives_the_cpu_logits(model_and_reference):
+def test_hooked_model_split_over_three_devices_gives_the_cpu_logits_and_generation(model_and_reference):
+    from tl_video.model.generation import greedy_generate
     from tl_video.model.placement import DevicePlacement
 
     model, tokens, (expected_logits, _), _ = model_and_reference
+    expected_generation = greedy_generate(model, tokens, max_new_tokens=3)  # with the key/value cache
     model = copy.deepcopy(model)
     with virtual_cuda_devices(3) as devices, torch.no_grad():
         model.place(DevicePlacement.from_layer_counts(devices, [1, 2, 1]))
         assert [block.attn.W_Q.device for block in model.blocks] == [devices[0], devices[1], devices[1], devices[2]]
         logits = model(tokens)
         assert logits.device == devices[2] and torch.equal(real(logits), expected_logits)
+        generated = greedy_generate(model, tokens, max_new_tokens=3)
+        assert generated.device == devices[0] and torch.equal(real(generated), expected_generation)
         model.blocks[2].to(devices[0])  # a block moved behind the placement's back: a missing transfer
         with pytest.raises(RuntimeError, match=SAME_DEVICE):
             model(tokens)

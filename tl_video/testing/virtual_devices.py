@@ -231,6 +231,15 @@ def _repr(tensor: VirtualDeviceTensor, *, tensor_contents: Any = None) -> str:
     return f"{body[:-1]}, device='{tensor._virtual_device}')"
 
 
+def _new_tensor(tensor: VirtualDeviceTensor, data: Any, **kwargs: Any) -> torch.Tensor:
+    """`Tensor.new_tensor`: on the tensor's device unless `device=` says otherwise (torch builds it in C++)."""
+    device = kwargs.pop("device", None)
+    target = tensor._virtual_device if device is None else _normalise(device)
+    with torch._C.DisableTorchFunctionSubclass():
+        made = torch.Tensor.new_tensor(tensor, data, **kwargs)
+    return _place(made, target)
+
+
 def _deepcopy(tensor: VirtualDeviceTensor, memo: dict) -> torch.Tensor:
     copied = VirtualDeviceTensor(copy.deepcopy(tensor._inner, memo), tensor._virtual_device)
     if getattr(tensor, "_is_param", False):
@@ -260,6 +269,8 @@ _SPECIAL = {
     torch.Tensor.__format__: lambda t, spec: format(t._inner, spec),
     torch.Tensor.tolist: lambda t: t._inner.tolist(),
     torch.Tensor.numpy: _numpy,
+    torch.Tensor.__array__: lambda t, *args, **kwargs: _numpy(t),
+    torch.Tensor.new_tensor: _new_tensor,
     torch.Tensor.__deepcopy__: _deepcopy,
 }
 _MOVES = {torch.Tensor.to: _move, torch.Tensor.cuda: _cuda}
