@@ -314,15 +314,18 @@ def test_lens_layers_that_are_not_finite_are_a_skip(tmp_path, toy_model, study_e
 
     with _overflowing(toy_model, {2, 3}):  # the first example's lens and letter readouts overflow from L5 on
         result = run_lens(toy_model, study_examples[:2], LensOptions(), out_dir=tmp_path, progress=False)
-    bad = _not_finite_skips(result.records, "lens") + _not_finite_skips(result.records, "grid")
-    assert {r["kind"] for r in bad} == {"lens", "grid"} and {r["example_id"] for r in bad} == {study_examples[0].example_id}
-    assert "output of L5, output of L6" in bad[0]["reason"] and "output of L4" not in bad[0]["reason"]
+    (bad,) = _not_finite_skips(result.records, "lens")
+    assert bad["example_id"] == study_examples[0].example_id and "top1_counts" not in bad
+    assert "output of L5, output of L6" in bad["reason"] and "output of L4" not in bad["reason"]
     assert _no_nan_anywhere(result.records)
     assert [r["example_id"] for r in result.lens_records()] == [study_examples[1].example_id]
     assert all(math.isfinite(c.mean) for c in result.answer_probability())
+    assert result.grid()["example_id"] == study_examples[1].example_id  # the grid goes to the next example
     result.findings()
-    with pytest.raises(ValueError, match="not finite"):
-        result.grid()
+    with _overflowing(toy_model, {2, 3}):  # the grid example named by the user: no grid, and why
+        named = run_lens(toy_model, study_examples[:2], LensOptions(grid_example=study_examples[0].example_id), progress=False)
+    with pytest.raises(ValueError, match=r"no per-frame grid recorded for .*readouts were skipped: .*not finite"):
+        named.grid()
     assert LensResult.read(tmp_path).records == result.records
 
 
@@ -339,8 +342,11 @@ def test_attention_map_that_is_not_finite_is_a_skip(tmp_path, toy_model, study_e
     assert _no_nan_anywhere(result.records)
     (change, _), _ = result.video_mass_change()  # paired by example: only the second has both conditions
     assert change.n == 1 and len(result.findings()) == 2
-    with pytest.raises(ValueError, match="knockout maps of .* are missing: .*not finite"):
-        result.token_records()  # the one example with per-token maps lost its knockout maps
+    tokens = result.token_records()  # per-token maps go to the first example with both conditions finite
+    assert {r["example_id"] for r in tokens.values()} == {study_examples[1].example_id}
+    from tl_video.plots.attention import figures
+
+    assert set(figures(result)) == {"attention_maps", "attention_video_mass", "attention_token_maps"}
     assert AttentionResult.read(tmp_path).records == result.records
 
 

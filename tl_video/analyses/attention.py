@@ -41,6 +41,7 @@ from tl_video.interventions.windows import layer_numbers
 
 ANALYSIS = "attention"
 CONDITIONS = ("baseline", "knockout")
+TOKEN_FIELDS = ("query_tokens", "token_maps", "token_video_mass")  # the per-query-token part of a record
 PAPER_WINDOW, PAPER_DEPTH = 9, 32
 
 
@@ -68,7 +69,7 @@ class AttentionOptions(StudyOptions):
     layers: tuple[int, ...] | None = None  # layers whose maps are recorded; None = every layer
     knockout: dict[str, Any] | None = None  # a KnockoutSpec as JSON; None = the cross-frame preset below
     knockout_layers: tuple[int, ...] | None = None  # layers of the default cross-frame knockout; None = the paper's window
-    token_map_examples: int = 1  # per-query-token maps for the first N analysed examples (0 = none)
+    token_map_examples: int = 1  # per-query-token maps for the first N analysed examples with both maps finite (0 = none)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,13 +102,20 @@ def run_attention(
         options = replace(options, knockout_layers=default_knockout_layers(model.cfg.n_layers))
     header = RunHeader.for_model(model, analysis=ANALYSIS, dataset=options.dataset, options=options.to_json(), seed=options.seed)
     sink = RecordSink.open(None if out_dir is None else Path(out_dir) / f"{ANALYSIS}.jsonl", header, resume=resume)
-    for index, scored in enumerate(scored_examples(model, examples, options, sink=sink, progress=progress, desc="attention maps")):
-        spec = knockout_spec(options, scored)
-        for condition in CONDITIONS:
-            key = f"attention/{condition}/{scored.example.example_id}"
-            if not sink.has(key):
-                with_tokens = index < options.token_map_examples
-                sink.append({"key": key} | attention_record(model, scored, options, condition, spec, with_tokens))
+    with_token_maps = 0  # examples whose records hold per-token maps so far
+    for scored in scored_examples(model, examples, options, sink=sink, progress=progress, desc="attention maps"):
+        keys = {condition: f"attention/{condition}/{scored.example.example_id}" for condition in CONDITIONS}
+        done = [sink.get(key) for key in keys.values() if sink.has(key)]
+        if len(done) < len(keys):
+            spec = knockout_spec(options, scored)
+            with_tokens = with_token_maps < options.token_map_examples
+            new = [{"key": key} | attention_record(model, scored, options, condition, spec, with_tokens)
+                   for condition, key in keys.items() if not sink.has(key)]
+            if any(r.get("skipped") for r in done + new):  # per-token maps are shown in pairs: both conditions or none
+                new = [r if r.get("skipped") else r | dict.fromkeys(TOKEN_FIELDS) for r in new]
+            sink.append_many(new)  # an example's conditions go to disk together
+            done += new
+        with_token_maps += any(r.get("token_maps") is not None for r in done)
     return AttentionResult(header=sink.header, records=list(sink.records))
 
 
@@ -142,7 +150,7 @@ def attention_record(
         "skipped": False, "query": options.query, "heads": options.heads, "layers": list(attention.layers),
         "video_grid": [list(cell) for cell in layout.video_grid], "frame_unit": layout.frame_unit,
         "group_map": attention.group.tolist(), "video_mass": attention.video_mass.mean(-1).tolist(),
-        "query_tokens": None, "token_maps": None, "token_video_mass": None,
+        **dict.fromkeys(TOKEN_FIELDS),
     }
     if with_tokens:
         tokens = scored.prepared.tokens[0, list(attention.query_positions)].tolist()

@@ -24,8 +24,9 @@ its text, stripped of spaces and lower-cased, equals it.
 
 Records (``lens.jsonl``): ``baseline/<id>`` per example, ``lens/<id>`` per analysed example
 (top-1 token counts per row, letter probabilities per layer), ``grid/<id>`` for the grid example.
-Where a readout is not finite at some layer (an fp16 overflow), the example's ``lens`` (and ``grid``)
-record is written as skipped with the reason naming the layers (``skipped: True``) and counts in no number.
+Where a readout is not finite at some layer (an fp16 overflow), the example's ``lens`` record is
+written as skipped with the reason naming the layers (``skipped: True``) and counts in no number; the
+grid then goes to the next analysed example (unless ``grid_example`` names this one: then none).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class LensOptions(StudyOptions):
     keyword_set: str = "auto"  # "paper", "synthetic" or "auto" (synthetic when every example is synthetic)
     spatial_keywords: tuple[str, ...] | None = None  # replaces the set's spatial list
     temporal_keywords: tuple[str, ...] | None = None  # replaces the set's temporal list
-    grid_example: str | None = None  # example id of the per-frame grid; None = the first analysed example
+    grid_example: str | None = None  # example id of the per-frame grid; None = the first analysed example (with finite readouts)
     thumbnail_size: int = 64  # longest side, in pixels, of the frame images stored with the grid
 
     def __post_init__(self) -> None:
@@ -158,14 +159,15 @@ def run_lens(
     options = resolve_options(options, model.cfg.n_layers, examples)
     header = RunHeader.for_model(model, analysis=ANALYSIS, dataset=options.dataset, options=options.to_json(), seed=options.seed)
     sink = RecordSink.open(None if out_dir is None else Path(out_dir) / f"{ANALYSIS}.jsonl", header, resume=resume)
-    grid_id = options.grid_example
+    grid_id = options.grid_example  # None: the first analysed example whose readouts are finite
     if grid_id is not None and grid_id not in {e.example_id for e in examples}:
         raise ValueError(f"LensOptions.grid_example={grid_id!r} is not among the examples; give one of their example_id values")
+    has_grid = any(r.get("kind") == "grid" for r in sink.records)
     for scored in scored_examples(model, examples, options, sink=sink, progress=progress, desc="logit lens"):
         example_id = scored.example.example_id
-        grid_id = grid_id or example_id
-        want_grid = example_id == grid_id and not sink.has(f"grid/{example_id}")
-        if sink.has(f"lens/{example_id}") and not want_grid:
+        done = sink.get(f"lens/{example_id}")
+        want_grid = not has_grid and grid_id in (None, example_id) and not (done and done.get("skipped"))
+        if done is not None and not want_grid:
             continue
         lens = video_token_top_k(model, scored.prepared, k=options.top_k, paper_compat=options.paper_compat)
         letters, probabilities = option_probabilities_by_layer(model, scored.prepared, scored.letters)
@@ -173,19 +175,20 @@ def run_lens(
                   or not_finite_reason("the letter probabilities", probabilities,
                                        [f"output of L{layer + 1}" for layer in range(len(probabilities))]))
         records = []
-        if not sink.has(f"lens/{example_id}"):
+        if done is None:
             records.append(lens_record(model, scored, lens, letters, probabilities) if reason is None
-                           else _skipped("lens", scored, reason))
-        if want_grid:
-            records.append(grid_record(model, scored, lens, options) if reason is None else _skipped("grid", scored, reason))
-        sink.append_many(records)
+                           else _skipped(scored, reason))
+        if want_grid and reason is None:  # a grid is drawn from finite readouts only: else the next example's
+            records.append(grid_record(model, scored, lens, options))
+            has_grid = True
+        sink.append_many(records)  # an example's records go to disk together
     return LensResult(header=sink.header, records=list(sink.records))
 
 
-def _skipped(kind: str, scored: ScoredExample, reason: str) -> dict[str, Any]:
-    """The record of a readout that could not be made (not finite), under the key the readout would have had."""
+def _skipped(scored: ScoredExample, reason: str) -> dict[str, Any]:
+    """The lens record of an example whose readouts are not finite: its key, the reason, no number."""
     example_id = scored.example.example_id
-    return {"key": f"{kind}/{example_id}", "kind": kind, "example_id": example_id, "task": scored.task,
+    return {"key": f"lens/{example_id}", "kind": "lens", "example_id": example_id, "task": scored.task,
             "skipped": True, "reason": reason}
 
 
@@ -274,16 +277,17 @@ class LensResult(RecordedResult):
         return [r for r in self.records if r.get("kind") == "lens" and not r.get("skipped") and (task is None or r["task"] == task)]
 
     def skipped(self) -> list[dict]:
-        """Lens and grid records that could not be made (readouts not finite), each with its reason."""
-        return [r for r in self.records if r.get("kind") in ("lens", "grid") and r.get("skipped")]
+        """Examples whose readouts were not finite, each with its reason (they count in no number)."""
+        return [r for r in self.records if r.get("kind") == "lens" and r.get("skipped")]
 
     def grid(self, example_id: str | None = None) -> dict:
         """The grid record (of ``example_id``, or the only one written)."""
         grids = [r for r in self.records if r.get("kind") == "grid" and example_id in (None, r["example_id"])]
-        if grids and grids[0].get("skipped"):
-            raise ValueError(f"the per-frame grid of {grids[0]['example_id']!r} was skipped: {grids[0]['reason']}")
         if not grids:
-            raise ValueError(f"no per-frame grid recorded{'' if example_id is None else f' for {example_id!r}'}")
+            wanted = example_id or self.header.options.get("grid_example")
+            lost = next((r["reason"] for r in self.skipped() if r["example_id"] == wanted), None)
+            why = f" (its readouts were skipped: {lost})" if lost else ""
+            raise ValueError(f"no per-frame grid recorded{'' if wanted is None else f' for {wanted!r}'}{why}")
         return grids[0]
 
     @property
