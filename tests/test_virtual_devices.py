@@ -197,6 +197,11 @@ def test_module_to_swaps_parameters_in_place_and_gradients_land_on_the_virtual_d
         assert torch.equal(real(layer.weight.grad), expected_grad)
         clone = copy.deepcopy(layer)
         assert all(isinstance(p, nn.Parameter) and p.device == gpu1 for p in clone.parameters())
+        layer.to(device="cuda:0", dtype=torch.float64)  # keyword device, and a cast on the way
+        assert {(p.device, p.dtype) for p in layer.parameters()} == {(torch.device("cuda", 0), torch.float64)}
+        layer.cpu()  # back to plain CPU parameters (and gradients), still the same objects
+        assert layer.weight is weight and type(layer.weight.grad) is torch.Tensor
+        assert all(type(p) is nn.Parameter and p.device.type == "cpu" for p in layer.parameters())
 
 
 # ---------------------------------------------------------------- a real hooked model

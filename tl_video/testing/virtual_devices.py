@@ -121,8 +121,8 @@ class VirtualDeviceTensor(torch.Tensor):
         special = _SPECIAL.get(func)
         if special is not None:
             return special(*args, **kwargs)
-        device = next(d for d in (_device_of(t) for t in _tensors((args, kwargs))) if d.type == "cuda")
-        _calls.append(device)
+        devices = [_device_of(t) for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)]
+        _calls.append(devices[0] if devices else _CPU)  # tensors torch makes inside this call go there
         try:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
@@ -351,7 +351,7 @@ class _DeviceArgumentMode(TorchFunctionMode):
         if func in _MOVES:
             return _MOVES[func](*args, **kwargs)
         device = kwargs.get("device")
-        if device is not None and _is_cuda(device):
+        if device is not None and _is_cuda(device) and func is not torch._C._nn._parse_to:  # it only parses
             target = _normalise(device)
             result = func(*args, **{**kwargs, "device": _CPU})
             return tree_map(lambda value: _place(value, target), result)
@@ -393,6 +393,8 @@ def virtual_cuda_devices(count: int) -> Iterator[list[torch.device]]:
     saved = {name: getattr(torch.cuda, name) for name in patches}
     for name, replacement in patches.items():
         setattr(torch.cuda, name, replacement)
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)  # nn.Module.to swaps, so a parameter can change class
     _counts.append(count)
     _current.append(0)
     try:
@@ -401,5 +403,6 @@ def virtual_cuda_devices(count: int) -> Iterator[list[torch.device]]:
     finally:
         _counts.pop()
         _current.pop()
+        torch.__future__.set_swap_module_params_on_conversion(swap)
         for name, original in saved.items():
             setattr(torch.cuda, name, original)
