@@ -27,61 +27,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from benchmarks.shapes import QUESTION, Shape, load
-from tl_video.memory import PIPELINES, estimate_memory
+from tl_video.memory import PIPELINES, PeakTensorMemory, estimate_memory
 from tl_video.testing import save_tiny_llava_next_video
 
 VOCAB = 8192  # vocabulary of the benchmark checkpoints (the byte tokenizer's ids come first)
 ANSWER_PREFIX = "Best option:("
-
-
-class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes of tensor storages created inside the context and still alive (views counted once).
-
-    Storages alive before entering (`external`: parameters, buffers, inputs) are not counted."""
-
-    def __init__(self, external: list[torch.Tensor], debug: bool = False):
-        super().__init__()
-        self.external = {(t.untyped_storage().data_ptr(), t.device) for t in external}
-        self.live: dict[tuple[int, torch.device], int] = {}
-        self.described: dict[tuple[int, torch.device], str] = {}
-        self.current = self.peak = 0
-        self.debug = debug
-        self.at_peak: list[tuple[str, int]] = []
-
-    def _free(self, key: tuple[int, torch.device]) -> None:
-        self.current -= self.live.pop(key, 0)
-        self.described.pop(key, None)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            storage = tensor.untyped_storage()
-            key = (storage.data_ptr(), tensor.device)
-            if key in self.live or key in self.external or storage.nbytes() == 0:
-                continue
-            self.live[key] = storage.nbytes()
-            self.current += storage.nbytes()
-            if self.debug:
-                self.described[key] = f"{func} {tuple(tensor.shape)} {tensor.dtype}"
-            weakref.finalize(storage, self._free, key)
-        if self.current > self.peak:
-            self.peak = self.current
-            if self.debug:
-                self.at_peak = sorted(((self.described[k], v) for k, v in self.live.items()), key=lambda x: -x[1])
-        return out
 
 
 @dataclass(frozen=True)
@@ -231,8 +189,61 @@ def line(case: Case, pipeline: str, measured_activations: int) -> str:
 SHAPES = {
     "s256x4": Shape("s256x4", layers=4, d_model=256, heads=4, frames=2, image_size=336),
     "s512x8": Shape("s512x8", layers=8, d_model=512, heads=8, frames=6, image_size=336),
-    "s768x12": Shape("s768x12", layers=12, d_model=768, heads=12, frames=12, image_size=336),
+    "s768x12": Shape("s768x12", layers=12, d_model=768, heads=12, frames=10, image_size=336),
 }
+
+
+# Published configs, written out by hand (no hub access): the language model's sizes and the front end's
+# parameter count (vision tower + projector; counts, not measurements). Tokens: video tokens at 8 and 16
+# frames plus TEXT_TOKENS of system prompt, question, options and answer prefix.
+TEXT_TOKENS = 100
+PUBLISHED = {
+    "LLaVA-NeXT-Video-7B (Vicuna-7B LM, CLIP ViT-L/14-336)": dict(
+        config={"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                "intermediate_size": 11008, "vocab_size": 32064},
+        frontend=300_000_000 + 21_000_000, video_tokens={8: 8 * 144, 16: 16 * 144}, frame_units={8: 8, 16: 16}),
+    "Qwen2.5-VL-7B": dict(
+        config={"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                "intermediate_size": 18944, "vocab_size": 152064},
+        frontend=670_000_000, video_tokens={8: 4 * 256, 16: 8 * 256}, frame_units={8: 4, 16: 8}),
+    "LLaVA-OneVision-72B (Qwen2-72B LM, SigLIP-so400m)": dict(
+        config={"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                "intermediate_size": 29568, "vocab_size": 152064},
+        frontend=400_000_000 + 77_000_000, video_tokens={8: 8 * 196, 16: 16 * 196}, frame_units={8: 8, 16: 16}),
+    "Qwen2.5-VL-72B": dict(
+        config={"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                "intermediate_size": 29568, "vocab_size": 152064},
+        frontend=670_000_000, video_tokens={8: 4 * 256, 16: 8 * 256}, frame_units={8: 4, 16: 8}),
+}
+GPUS = {"80 GB": 80 * 2**30, "141 GB": 141e9}
+
+
+def tables() -> str:
+    """Markdown tables of the estimate (bf16) for the published models, per pipeline, at 8 and 16 frames."""
+    from tl_video.memory import devices_needed
+
+    out = []
+    for name, spec in PUBLISHED.items():
+        out += [f"### {name}", "",
+                "| pipeline | frames | tokens | total GiB | peak in | largest term after the weights | 80 GB GPUs | 141 GB GPUs | host GiB |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for pipeline in PIPELINES:
+            for frames, video in spec["video_tokens"].items():
+                n = video + TEXT_TOKENS
+                options = dict(n_video_tokens=video, n_frames=spec["frame_units"][frames], frontend_parameters=spec["frontend"])
+                estimate = estimate_memory(spec["config"], pipeline, n, **options)
+                if pipeline == "frontend":
+                    out.append(f"| frontend (parameters only) | {frames} | {n} | {estimate.frontend_bytes / 2**30:.2f} | - | - | - | - | - |")
+                    break
+                after = next((f"{term} {value / 2**30:.1f}" for term, value in estimate.terms), "-")
+                gpus = [devices_needed(spec["config"], pipeline, n, size, **options) for size in GPUS.values()]
+                out.append(
+                    f"| {pipeline} | {frames} | {n} | {estimate.total_bytes / 2**30:.1f} | {estimate.phase} | {after} | "
+                    + " | ".join("-" if g is None else str(g) for g in gpus) + f" | {estimate.host_bytes / 2**30:.2f} |"
+                )
+        weights = estimate_memory(spec["config"], "flow", 100, frontend_parameters=spec["frontend"])
+        out += ["", f"Backbone weights {weights.weights_bytes / 2**30:.1f} GiB, front end {weights.frontend_bytes / 2**30:.2f} GiB (bf16).", ""]
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -241,7 +252,11 @@ def main() -> None:
     parser.add_argument("--pipelines", default=",".join(RUNNERS))
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--debug", action="store_true", help="print the largest tensors alive at each peak")
+    parser.add_argument("--tables", action="store_true", help="print docs/memory.md's tables for published models and stop")
     args = parser.parse_args()
+    if args.tables:
+        print(tables())
+        return
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     print(f"# tl_video.memory estimate vs measured peak tensor memory, CPU, {args.dtype}, "

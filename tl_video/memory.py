@@ -31,10 +31,13 @@ kernel's blocks, cuBLAS workspaces), the allocator's fragmentation and the CUDA 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from tl_video.model.attention import QUERY_CHUNK
 from tl_video.model.config import VideoTransformerConfig, resolve_dtype
@@ -154,7 +157,7 @@ class MemoryEstimate:
     @property
     def dominant(self) -> str:
         """The largest term of the peak, weights included."""
-        named = [("weights", self.weights_bytes), *self.terms]
+        named = [("weights", self.weights_bytes), ("front-end weights", self.frontend_bytes or 0), *self.terms]
         return max(named, key=lambda item: item[1])[0]
 
     def table(self) -> str:
@@ -226,7 +229,7 @@ def estimate_memory(
     torch_dtype = resolve_dtype(dtype)
     b = torch_dtype.itemsize
     n_video = max(0, int(0.9 * n_tokens)) if n_video_tokens is None else n_video_tokens
-    weights = sizes.parameters * b
+    weights = 0 if pipeline == "frontend" else sizes.parameters * b  # the front end alone: its own weights only
     frontend = None if sizes.frontend_parameters is None else sizes.frontend_parameters * b
     videos = 2 if pipeline == "patching" else 1
     bank = 0 if pipeline == "frontend" else videos * n_video * (sizes.d_model * b + 4 * 8)  # embeddings, grid, index
@@ -234,13 +237,38 @@ def estimate_memory(
     peak = max(phases, key=lambda phase: phase.total)
     host = _host_bytes(sizes, pipeline, n_tokens, n_specs)
     terms = tuple(sorted([*peak.retained.items(), *peak.transient.items()], key=lambda item: -item[1]))
-    per_device = _per_device(sizes, peak, b, bank, n_devices)
+    per_device = () if pipeline == "frontend" else _per_device(sizes, peak, b, bank, n_devices)
     return MemoryEstimate(
         pipeline=pipeline, n_tokens=n_tokens, dtype=str(torch_dtype).removeprefix("torch."), n_devices=n_devices,
         weights_bytes=weights, frontend_bytes=frontend, bank_bytes=bank,
         retained_bytes=sum(peak.retained.values()), transient_bytes=sum(peak.transient.values()), host_bytes=host,
         phase=peak.name, terms=terms, per_device_bytes=per_device,
     )
+
+
+def devices_needed(
+    config_or_model: Any,
+    pipeline: str,
+    n_tokens: int,
+    device_bytes: float,
+    *,
+    usable: float = 0.9,
+    **options: Any,
+) -> int | None:
+    """The fewest devices of `device_bytes` each that hold `pipeline` on one input, the backbone's layers
+    split evenly and the front end's weights (when known) on the first device; None if even one layer
+    per device does not fit. `usable` leaves the rest of each device to the CUDA context, the
+    allocator's fragmentation and kernel workspaces, which the estimate does not count."""
+    if not 0 < usable <= 1:
+        raise ValueError(f"devices_needed usable={usable!r} must be a fraction in (0, 1]")
+    n_layers = model_sizes(config_or_model, options.get("frontend_parameters")).n_layers
+    for count in range(1, n_layers + 1):
+        estimate = estimate_memory(config_or_model, pipeline, n_tokens, n_devices=count, **options)
+        loads = list(estimate.per_device_bytes) or [0]
+        loads[0] += estimate.frontend_bytes or 0
+        if max(loads) <= usable * device_bytes:
+            return count
+    return None
 
 
 # ------------------------------------------------------------------------------- the code's allocations
@@ -284,8 +312,8 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
     layers = frozenset({"residual entering each layer", "keys/values of every layer", "cached resid_pre of every layer",
                         "cached resid_post of every layer", "attention patterns of every layer",
                         "video-token residuals of every layer", "key/value cache", "knockout rows moved per hooked layer"})
-    if pipeline == "frontend":
-        return [_Phase("front end", {}, {}, frozenset())]
+    if pipeline == "frontend":  # vision tower + projector: parameters only (their activations are not modelled)
+        return [_Phase("front end (parameters only)", {}, {}, frozenset())]
     if pipeline in ("flow", "pathways"):
         # sweep_engine.clean_pass: residual entering each layer + a full KeyValueCache, then each spec's
         # resumed pass from its first blocked layer with queries from its earliest blocked position.
@@ -393,3 +421,51 @@ def _per_device(s: ModelSizes, peak: _Phase, b: int, bank: int, n_devices: int) 
             value += unembedding + rest
         devices.append(value)
     return tuple(devices)
+
+
+# ------------------------------------------------------------------------------- measuring
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of tensor storages created inside the context and alive together (views counted once):
+    what `estimate_memory` predicts beyond the weights, measured on any device, CPU included.
+
+    Every operator output passes through this dispatch mode; a storage counts from its creation until
+    it is freed. Storages that existed before (`external`: parameters, buffers, inputs) are not
+    counted. Memory inside an operator (a kernel's scratch space) is not seen.
+
+        >>> with torch.no_grad(), PeakTensorMemory([*model.parameters(), *model.buffers()]) as tracker:  # doctest: +SKIP
+        ...     model(tokens)
+        >>> tracker.peak  # doctest: +SKIP
+    """
+
+    def __init__(self, external: Sequence[torch.Tensor] = (), debug: bool = False):
+        super().__init__()
+        self.external = {(t.untyped_storage().data_ptr(), t.device) for t in external}
+        self.live: dict[tuple[int, torch.device], int] = {}
+        self.described: dict[tuple[int, torch.device], str] = {}
+        self.current = self.peak = 0
+        self.debug = debug
+        self.at_peak: list[tuple[str, int]] = []
+
+    def _free(self, key: tuple[int, torch.device]) -> None:
+        self.current -= self.live.pop(key, 0)
+        self.described.pop(key, None)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = (storage.data_ptr(), tensor.device)
+            if key in self.live or key in self.external or storage.nbytes() == 0:
+                continue
+            self.live[key] = storage.nbytes()
+            self.current += storage.nbytes()
+            if self.debug:
+                self.described[key] = f"{func} {tuple(tensor.shape)} {tensor.dtype}"
+            weakref.finalize(storage, self._free, key)
+        if self.current > self.peak:
+            self.peak = self.current
+            if self.debug:
+                self.at_peak = sorted(((self.described[k], v) for k, v in self.live.items()), key=lambda x: -x[1])
+        return out
