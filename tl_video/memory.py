@@ -39,7 +39,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from tl_video.model.attention import QUERY_CHUNK
 from tl_video.model.config import VideoTransformerConfig, resolve_dtype
 
 PIPELINES = ("flow", "pathways", "patching", "lens", "attention", "open_ended", "frontend")
@@ -272,23 +271,18 @@ def devices_needed(
 
 
 # ------------------------------------------------------------------------------- the code's allocations
-def _layer_transient(s: ModelSizes, b: int, batch: int, queries: int, keys: int, *, masked: bool = False,
-                     input_kept: bool = True) -> dict[str, int]:
-    """The largest working set inside one block (`TransformerBlock.forward`), beyond its kept input.
+def _layer_transient(s: ModelSizes, b: int, rows: int) -> dict[str, int]:
+    """The largest working set inside one block (`TransformerBlock.forward`) over `rows` query
+    positions, beyond its input (kept by the caller) and the masks (counted by the pipeline).
 
     MLP phase: gate and up projections, act(gate) and the product ([pos, d_mlp] each), with attn_out,
     resid_mid and ln2's output alive. Attention phase: ln1's three outputs, q / k / v, the rotated
-    q and k, z and its contiguous copy, and under an explicit mask (a knockout hook) the mask after
-    `block_edges` and the query-chunk outputs of `fused_masked_attention`. RMSNorm in half precision
-    holds the float32 input and quotient while it runs."""
+    q and k, z, its contiguous copy and the output projection. RMSNorm in half precision holds the
+    float32 input and quotient while it runs."""
     d, m, hq, hkv = s.d_model, s.d_mlp, s.n_heads * s.d_head, s.n_key_value_heads * s.d_head
-    rows = batch * queries
-    extra_input = 0 if input_kept else d
-    mlp = rows * (4 * m + 3 * d + extra_input) * b
-    attention = rows * (3 * d + 4 * hq + 3 * hkv + d + extra_input) * b
-    if masked:
-        attention += batch * queries * keys * b + rows * 2 * hq * b
-    norm = rows * (2 * d + extra_input) * b + (rows * d * 2 * FLOAT32 if b < FLOAT32 else 0)
+    mlp = rows * (4 * m + 3 * d) * b
+    attention = rows * (4 * d + 4 * hq + 3 * hkv) * b
+    norm = rows * 2 * d * b + (rows * d * 2 * FLOAT32 if b < FLOAT32 else 0)
     phase = max(("MLP working set (4 x pos x d_mlp)", mlp), ("attention working set", attention), ("RMSNorm working set", norm),
                 key=lambda item: item[1])
     return {phase[0]: phase[1]}
@@ -319,11 +313,11 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         # resumed pass from its first blocked layer with queries from its earliest blocked position.
         kept = {"residual entering each layer": L * resid, "keys/values of every layer": _kv(s, b, n, L),
                 "final residual": resid}
-        clean = _Phase("clean pass", kept, _layer_transient(s, b, 1, n, n), layers)
+        clean = _Phase("clean pass", kept, _layer_transient(s, b, n), layers)
         resumed = {
             "causal mask and its knocked-out copy": 2 * n * n * b,
             "extended keys/values of two layers": _kv(s, b, n, 2),
-            **_layer_transient(s, b, 1, n, n, masked=False),
+            **_layer_transient(s, b, n),
         }
         if pipeline == "pathways":  # the random baseline blocks a different set in every layer: one row block per layer
             resumed["knockout rows moved per hooked layer"] = L * n * n
@@ -377,7 +371,7 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         total = n + generated
         kept = {"key/value cache": _kv(s, b, total, L)}
         return [
-            _Phase("prefill, last layer", kept, _layer_transient(s, b, 1, n, n), layers),
+            _Phase("prefill, last layer", kept, _layer_transient(s, b, n), layers),
             _Phase("prefill, unembedding", kept, _logits(s, b, n), layers),
             _Phase("knockout probe of the prompt, unembedding", kept,
                    {**_logits(s, b, n), "causal mask": n * n * b}, layers),
