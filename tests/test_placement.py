@@ -119,3 +119,20 @@ def test_moving_the_model_to_one_device_forgets_the_split(qwen3_folder):
     assert model._placement is not None and model.cfg.dtype == torch.float64
     model.to("cpu")
     assert model._placement is None and model.placement.is_single_device
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--devices", "cuda:0,cuda:1"], "--devices cuda:0: CUDA is not available here"),
+        (["--frontend-device", "cuda:1"], "--frontend-device cuda:1: CUDA is not available here"),
+        (["--device", "cpu", "--devices", "cpu"], "--device and --devices both given"),
+        (["--devices", "cpu,cpu"], "--devices names cpu more than once"),
+    ],
+)
+def test_the_command_line_refuses_bad_splits_in_one_line(capsys, tmp_path, options, message):
+    from tl_video.cli import main
+
+    code = main(["flow", "--out", str(tmp_path / "run"), "--n", "1", *options])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0], error

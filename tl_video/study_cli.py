@@ -314,8 +314,12 @@ def _run_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, getattr(args, "argv", None))
     for name in ("device", "frontend_device"):
         _check_device(settings.get(name), "--" + name.replace("_", "-"))
-    for device in settings.get("devices") or ():
+    devices = settings.get("devices") or ()
+    for device in devices:
         _check_device(device, "--devices")
+    repeated = sorted({device for device in devices if devices.count(device) > 1})
+    if repeated:
+        raise ValueError(f"--devices names {', '.join(repeated)} more than once; list each device once")
     if settings.get("devices") and settings.get("device"):
         raise ValueError("--device and --devices both given: --device runs the model on one device, --devices splits it over several")
     group = distributed.init(settings.get("device"))
