@@ -189,7 +189,7 @@ def line(case: Case, pipeline: str, measured_activations: int) -> str:
 SHAPES = {
     "s256x4": Shape("s256x4", layers=4, d_model=256, heads=4, frames=2, image_size=336),
     "s512x8": Shape("s512x8", layers=8, d_model=512, heads=8, frames=6, image_size=336),
-    "s768x12": Shape("s768x12", layers=12, d_model=768, heads=12, frames=10, image_size=336),
+    "s768x12": Shape("s768x12", layers=12, d_model=768, heads=12, frames=8, image_size=336),
 }
 
 

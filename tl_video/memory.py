@@ -367,7 +367,8 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         ]
     if pipeline == "open_ended":
         # greedy_generate's prefill fills the key/value cache and unembeds every position; the probe then
-        # reruns the prompt under each knockout (mask built + knocked-out copy per layer) into a new cache.
+        # runs the knockouts: through the sweep engine when the anchor is the first answer token (as flow),
+        # else reruns the prompt under each knockout (the causal mask built once) into a new cache.
         total = n + generated
         kept = {"key/value cache": _kv(s, b, total, L)}
         return [
@@ -375,19 +376,20 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
             _Phase("prefill, unembedding", kept, _logits(s, b, n), layers),
             _Phase("knockout probe of the prompt, unembedding", kept,
                    {**_logits(s, b, n), "causal mask": n * n * b}, layers),
+            *_phases(s, "flow", n, b, n_video, n_frames, n_specs, generated),
         ]
     raise AssertionError(pipeline)
 
 
 def _host_bytes(s: ModelSizes, pipeline: str, n: int, n_specs: int | None) -> int:
     """[n, n] boolean edge matrices the knockout specs compile to (one per spec; the random baseline one per layer)."""
-    if pipeline == "flow":
+    if pipeline in ("flow", "open_ended"):  # open-ended's probe of the first answer token is a flow sweep
         specs = DEFAULT_FLOW_SPECS_PER_LAYER * s.n_layers if n_specs is None else n_specs
         return specs * n * n
     if pipeline == "pathways":
         return (s.n_layers + 4) * n * n
-    if pipeline in ("attention", "open_ended"):
-        return (1 if pipeline == "attention" else (n_specs or 4)) * n * n
+    if pipeline == "attention":
+        return n * n
     return 0
 
 
