@@ -21,15 +21,20 @@ CPU the fused attention kernel's blocks are small. Each line:
     MEMORY <pipeline> <shape> estimated=<MiB> measured=<MiB> ratio=<est/meas> activations_estimated=... activations_measured=... activations_ratio=...
 
     python benchmarks/model_memory.py [--shapes s256x4,s512x8,s768x12] [--dtype float32]
+    python benchmarks/model_memory.py --tables   # docs/memory.md's tables for published 7B / 72B models
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tl_video` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
@@ -171,9 +176,9 @@ def line(case: Case, pipeline: str, measured_activations: int) -> str:
         n_frames=case.prepared.layout.n_frames, dtype=model.cfg.dtype,
         **({"n_specs": 5 * model.cfg.n_layers} if pipeline == "flow" else ESTIMATE_OPTIONS.get(pipeline, {})),
     )
-    state = model_state_bytes(model)  # parameters and buffers as they are (the bank's spare rows included)
+    state = model_state_bytes(model)  # parameters (front end included) and buffers (the bank's spare rows included)
     measured = state + measured_activations
-    estimated = estimate.weights_bytes + estimate.bank_bytes + estimate.activation_bytes
+    estimated = estimate.weights_bytes + (estimate.frontend_bytes or 0) + estimate.bank_bytes + estimate.activation_bytes
     mib = 2**20
     cfg = model.cfg
     shape = f"d{cfg.d_model}xL{cfg.n_layers}xn{n_tokens}"
@@ -215,7 +220,7 @@ PUBLISHED = {
                 "intermediate_size": 29568, "vocab_size": 152064},
         frontend=670_000_000, video_tokens={8: 4 * 256, 16: 8 * 256}, frame_units={8: 4, 16: 8}),
 }
-GPUS = {"80 GB": 80 * 2**30, "141 GB": 141e9}
+GPUS = {"80 GB": 79.6 * 2**30, "141 GB": 140.4 * 2**30}  # what nvidia-smi reports: 81,559 MiB (H100 80GB), 143,771 MiB (H200)
 
 
 def tables() -> str:
@@ -260,7 +265,7 @@ def main() -> None:
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     print(f"# tl_video.memory estimate vs measured peak tensor memory, CPU, {args.dtype}, "
-          f"vocabulary {VOCAB}; estimated/measured = weights + video bank + activations")
+          f"vocabulary {VOCAB}; estimated/measured = weights (front end included) + video bank + activations")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.shapes.split(","):
             case = build(SHAPES[name], Path(folder), dtype)
