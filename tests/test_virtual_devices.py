@@ -204,6 +204,24 @@ def test_module_to_swaps_parameters_in_place_and_gradients_land_on_the_virtual_d
         assert all(type(p) is nn.Parameter and p.device.type == "cpu" for p in layer.parameters())
 
 
+def test_gradient_hooks_run_during_backward_see_virtual_devices():
+    """Hooks are Python code run inside backward(): they must see cuda:k and make tensors there (or on cpu)."""
+    seen = []
+
+    def hook(gradient):
+        seen.append((gradient.device, torch.zeros(1).device, (gradient + torch.ones(2, device=gradient.device)).device))
+
+    with virtual_cuda_devices(2) as (_, gpu1):
+        x = torch.ones(2, device=gpu1, requires_grad=True)
+        doubled = x * 2
+        doubled.register_hook(hook)
+        doubled.sum().backward()
+        doubled = x * 2
+        doubled.register_hook(hook)
+        torch.autograd.grad(doubled.sum(), x)
+    assert seen == [(gpu1, torch.device("cpu"), gpu1)] * 2
+
+
 # ---------------------------------------------------------------- a real hooked model
 
 

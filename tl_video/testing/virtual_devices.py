@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, redispatch_function
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -79,7 +79,7 @@ _METADATA_MUTATIONS = {
 
 _counts: list[int] = []  # device counts of the active `virtual_cuda_devices` contexts, innermost last
 _current: list[int] = []  # `torch.cuda.current_device()` of each active context
-_calls: list[torch.device] = []  # virtual devices of the torch calls in progress, innermost last
+_calls: list[torch.device | None] = []  # virtual device of each torch call in progress (None: none), innermost last
 
 
 class VirtualDeviceTensor(torch.Tensor):
@@ -121,8 +121,10 @@ class VirtualDeviceTensor(torch.Tensor):
         special = _SPECIAL.get(func)
         if special is not None:
             return special(*args, **kwargs)
-        devices = [_device_of(t) for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)]
-        _calls.append(devices[0] if devices else _CPU)  # tensors torch makes inside this call go there
+        if func in _RUN_HOOKS:  # the hooks they run are Python code that must keep seeing virtual devices
+            return redispatch_function(func, types, args, kwargs)
+        devices = [t._virtual_device for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)]
+        _calls.append(devices[0] if devices else None)  # tensors torch makes inside this call go there
         try:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
@@ -274,6 +276,8 @@ _SPECIAL = {
     torch.Tensor.__deepcopy__: _deepcopy,
 }
 _MOVES = {torch.Tensor.to: _move, torch.Tensor.cuda: _cuda}
+# Functions that run Python hooks (tensor hooks, custom backward functions) while they run.
+_RUN_HOOKS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 
 def _is_pointwise(func: torch._ops.OpOverload) -> bool:
@@ -350,12 +354,24 @@ class _DeviceArgumentMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _MOVES:
             return _MOVES[func](*args, **kwargs)
+        virtual = [t for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)]
+        if func in _SPECIAL and virtual and args and args[0] is virtual[0]:
+            return _SPECIAL[func](*args, **kwargs)
         device = kwargs.get("device")
+        target = None
         if device is not None and _is_cuda(device) and func is not torch._C._nn._parse_to:  # it only parses
             target = _normalise(device)
-            result = func(*args, **{**kwargs, "device": _CPU})
-            return tree_map(lambda value: _place(value, target), result)
-        return func(*args, **kwargs)
+            kwargs = {**kwargs, "device": _CPU}
+        _calls.append(virtual[0]._virtual_device if virtual else None)  # where tensors torch makes inside go
+        try:
+            if func in _RUN_HOOKS:
+                with self:  # the hooks they run are Python code that must stay simulated
+                    result = redispatch_function(func, types, args, kwargs)
+            else:
+                result = func(*args, **kwargs)
+        finally:
+            _calls.pop()
+        return result if target is None else tree_map(lambda value: _place(value, target), result)
 
 
 class _InternalFactoryMode(TorchDispatchMode):
@@ -364,7 +380,7 @@ class _InternalFactoryMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 - torch's protocol
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if _calls and "device" in kwargs and not _tensors(args) and _device_of_kwarg(kwargs) == _CPU:
+        if _calls and _calls[-1] is not None and "device" in kwargs and not _tensors(args) and _device_of_kwarg(kwargs) == _CPU:
             return tree_map(lambda value: _place(value, _calls[-1]), result)
         return result
 
