@@ -437,3 +437,27 @@ def test_patching_with_no_gap_threshold_excludes_a_zero_gap_instead_of_dividing_
     (record,) = [r for r in result.records if r["kind"] == "patching"]
     assert record["gap"] == 0.0 and record["excluded"] and record["recovery"] is None
     assert _no_nan_anywhere(result.records)
+
+
+def test_summaries_and_figures_still_draw_when_every_run_of_a_condition_is_skipped(toy_model, study_examples):
+    """A condition, readout or knockout skipped on every example leaves "n/a" and empty curves, not a crash that
+    would take the analysis's other tables and figures out of the report."""
+    from tl_video.analyses.attention import AttentionOptions, run_attention
+    from tl_video.analyses.generation_probability import run_generation_probability
+    from tl_video.analyses.pathways import PathwayOptions, run_pathways
+    from tl_video.plots import attention as attention_plots, generation_probability as probability_plots
+
+    options = PathwayOptions(cross_frame="L1-L3", video_to_question="L2-4", question_to_last="L3-L6")
+    with _overflowing(toy_model, {2}):  # the pathways condition of the only example
+        pathways = run_pathways(toy_model, study_examples[:1], options, progress=False)
+    row = pathways.tables()["Effective pathways vs full attention and random blocking"][1]
+    assert row["accuracy"] == "n/a (0/0)" and row["edges kept per example"] == "n/a"
+
+    two_tasks = [study_examples[0], study_examples[2]]
+    with _overflowing(toy_model, {2}):  # the final-norm readout of the first task's only example
+        probability = run_generation_probability(toy_model, two_tasks, progress=False)
+    assert "generation_probability_by_task" in probability_plots.figures(probability)
+
+    with _overflowing(toy_model, {3}):  # the knockout maps of the only example
+        attention = run_attention(toy_model, study_examples[:1], AttentionOptions(layers=(1, 5)), progress=False)
+    assert {"attention_maps", "attention_video_mass"} <= set(attention_plots.figures(attention))

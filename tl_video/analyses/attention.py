@@ -234,6 +234,9 @@ class AttentionResult(RecordedResult):
         grids = {tuple(map(tuple, r["video_grid"])) for r in records}
         if len(grids) > 1:
             raise ValueError("examples have different video grids; draw one example's map (example_id=)")
+        if not records:  # every map of this condition was skipped (not finite): an empty (NaN) map
+            other = self.attention_records("baseline") or self.attention_records("knockout")
+            return np.full((len(self.layers), len(other[0]["video_grid"]) if other else 0), np.nan)
         return np.asarray([r["group_map"] for r in records], dtype=float).mean(0)
 
     def token_records(self, example_id: str | None = None) -> dict[str, dict]:

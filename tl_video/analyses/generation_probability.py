@@ -120,6 +120,8 @@ class GenerationProbabilityResult(RecordedResult):
     def per_example(self, readout: str = "final_norm", task: str = POOLED) -> dict[str, Float[np.ndarray, "example layer"]]:
         """{"true option": [example, layer], "false options": [example, layer] (mean over the false letters)}."""
         records = [r for r in self._layer_records() if r["readout"] == readout and task in (POOLED, r["task"])]
+        if not records and readout in self.readouts and task in self.tasks():  # every one of them skipped (not finite)
+            return {"true option": np.zeros((0, self.n_layers)), "false options": np.zeros((0, self.n_layers))}
         if not records:
             known = ", ".join(self.readouts) or "none"
             raise ValueError(f"no records for readout={readout!r}, task={task!r}; readouts in this run: {known}; "

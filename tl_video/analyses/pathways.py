@@ -250,6 +250,17 @@ def run_pathways(
     return PathwayResult(header=sink.header, records=list(sink.records))
 
 
+def _rounded(value: float, digits: int) -> float | int | str:
+    """A table cell: ``value`` rounded, or "n/a" where no example was evaluated (NaN)."""
+    if not np.isfinite(value):
+        return "n/a"
+    return round(value) if digits == 0 else round(value, digits)
+
+
+def _percent(value: float, digits: int) -> str:
+    return f"{100 * value:.{digits}f}%" if np.isfinite(value) else "n/a"
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """Correct answers under one condition: ``n_correct`` of ``n`` analysed examples, with a 95% interval."""
@@ -385,12 +396,12 @@ class PathwayResult(RecordedResult):
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """The report's tables: accuracy and edges per condition, and the layer ranges the pathways kept."""
         conditions = [
-            {"condition": row["condition"], "edges kept per example": round(row["edges_kept_per_example"]),
-             "edges kept (%)": round(row["edges_kept_percent"], 1),
-             "edges suppressed (%)": round(row["edges_suppressed_percent"], 1),
-             "accuracy": f"{100 * row['accuracy']:.1f}% ({row['n_correct']}/{row['n']})",
-             "95% CI": f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%",
-             "retained (of full-attention correct)": f"{100 * row['retained']:.1f}% ({row['n_retained']}/{row['n_full_correct']})"}
+            {"condition": row["condition"], "edges kept per example": _rounded(row["edges_kept_per_example"], 0),
+             "edges kept (%)": _rounded(row["edges_kept_percent"], 1),
+             "edges suppressed (%)": _rounded(row["edges_suppressed_percent"], 1),
+             "accuracy": f"{_percent(row['accuracy'], 1)} ({row['n_correct']}/{row['n']})",
+             "95% CI": f"{_percent(row['accuracy_low'], 0)}–{_percent(row['accuracy_high'], 0)}",
+             "retained (of full-attention correct)": f"{_percent(row['retained'], 1)} ({row['n_retained']}/{row['n_full_correct']})"}
             for row in self.table()
         ]
         ranges = [{"flow": FLOW_NAMES[name], "kept in (1-indexed)": layer_span_text(layers) if layers else "nowhere",
