@@ -143,6 +143,8 @@ def test_in_place_writes_through_views_and_in_place_ops_return_the_same_tensor()
         assert float(x.abs().sum()) == 0.0
         x[x == 0] = 2.0  # boolean-mask assignment (index_put_)
         assert x.view(-1).tolist() == [2.0] * 6 and x.view(-1).device == gpu0
+        with pytest.raises(NotImplementedError, match="use the out-of-place form"):
+            x.unsqueeze_(0)  # a wrapper cannot follow an in-place change of its own shape
 
 
 def test_factory_functions_with_a_cuda_device_make_virtual_tensors():

@@ -20,22 +20,28 @@ tensors in element-wise operations, CPU index tensors in advanced indexing, and 
         values = real(logits)  # the CPU tensor holding the values
 
 Inside the context `torch.cuda.is_available()` is True and `torch.cuda.device_count()` is `n`
-(so code that validates devices accepts `cuda:k`); both are restored on exit. Autograd works
-(gradients land on the parameters' virtual devices).
+(so code that validates devices accepts `cuda:k`), `torch.cuda.set_device` / `current_device` pick
+what plain `"cuda"` means, and `torch.cuda.synchronize` does nothing; all are restored on exit.
+Autograd works (gradients land on the parameters' virtual devices).
 
 How: a virtual tensor is a tensor subclass that torch's C++ core sees as a CPU tensor (so no CUDA
 runtime is ever touched); `__torch_function__` reports the virtual device to Python, and
 `__torch_dispatch__` checks devices and runs each ATen operation on the wrapped CPU values.
 A torch-function mode turns `device="cuda:k"` arguments and `.to` / `.cuda()` moves into virtual
-tensors, and a dispatch mode labels tensors that torch creates inside an operation on a virtual
-tensor with that tensor's device.
+tensors (and keeps hooks run by `backward()` / `torch.autograd.grad` simulated), and a dispatch mode
+puts tensors that torch's C++ code creates from scratch inside a call (composite operations,
+backward formulas) on the device of that call's first virtual argument.
 
 Limits: only placement and values are simulated. There are no streams, events or asynchronous
 execution, no memory accounting (`torch.cuda.memory_allocated` and friends are not simulated),
 no CUDA kernels (CPU kernels run instead, so CUDA-only numerics such as TF32, fused CUDA attention
 kernels, non-deterministic atomics or CUDA random streams are not reproduced), no `torch.compile`,
-no pickling or `numpy()` of virtual tensors, one thread, and in-place operations that change a
-tensor's shape or strides (`resize_`, `unsqueeze_`, `t_`, ...) raise NotImplementedError.
+one thread. `numpy()`, `data_ptr()` and storages of a virtual tensor are unavailable (use `real(t)`
+or `.cpu()`); in-place operations that change a tensor's shape or strides (`resize_`, `unsqueeze_`,
+`t_`, ...) raise NotImplementedError; the body of a custom `torch.autograd.Function` sees virtual
+tensors as CPU tensors; a backward formula that builds a tensor from scratch gets the loss's device,
+which could raise a false device error in a model split over devices (not seen in this project's
+analyses, which tests/test_placement_devices.py runs split over three virtual devices).
 """
 
 from __future__ import annotations
@@ -162,17 +168,17 @@ def _place(tensor: Any, device: torch.device) -> Any:
 
 
 def _normalise(device: Device) -> torch.device:
-    """A concrete device: `cuda` means `cuda:0` (the current device); a missing index is torch's error."""
+    """A concrete device: plain `cuda` is the current device; an index past the simulated ones is CUDA's error."""
     device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
     if device.type != "cuda":
         return device
-    count = _counts[-1] if _counts else 0
-    index = (_current[-1] if _current else 0) if device.index is None else device.index
     if not _counts:
         raise RuntimeError(
             f"{device} is a virtual device and no virtual_cuda_devices context is active; move tensors "
             "between virtual devices inside the `with virtual_cuda_devices(n):` block"
         )
+    count = _counts[-1]
+    index = _current[-1] if device.index is None else device.index
     if index >= count:
         raise RuntimeError(
             f"CUDA error: invalid device ordinal: {device} asked for, but virtual_cuda_devices({count}) "
@@ -205,7 +211,7 @@ class _Move(torch.autograd.Function):
 
 def _move(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """`Tensor.to` with virtual devices: the same object when nothing changes, as in torch."""
-    copy = kwargs.pop("copy", False)
+    force_copy = kwargs.pop("copy", False)
     if args and isinstance(args[0], torch.Tensor):  # to(other): other's device and dtype
         other, args = args[0], args[1:]
         device, dtype = _device_of(other), other.dtype
@@ -214,9 +220,9 @@ def _move(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **kwargs)
     source = _device_of(tensor)
     target = source if device is None else _normalise(device)
-    if dtype is not None or memory_format is not None or (copy and target == source):
+    if dtype is not None or memory_format is not None or (force_copy and target == source):
         with torch._C.DisableTorchFunctionSubclass():
-            tensor = torch.Tensor.to(tensor, dtype=dtype, copy=copy, memory_format=memory_format)
+            tensor = torch.Tensor.to(tensor, dtype=dtype, copy=force_copy, memory_format=memory_format)
     return tensor if target == source else _Move.apply(tensor, target)
 
 
@@ -375,7 +381,8 @@ class _DeviceArgumentMode(TorchFunctionMode):
 
 
 class _InternalFactoryMode(TorchDispatchMode):
-    """Labels tensors that torch creates inside an operation on a virtual tensor with its device."""
+    """Puts tensors that torch's C++ code creates from scratch (`device=` the C++ view, cpu) inside a
+    call on virtual tensors on that call's virtual device, where CUDA torch would have made them."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 - torch's protocol
         kwargs = kwargs or {}
@@ -395,6 +402,7 @@ def virtual_cuda_devices(count: int) -> Iterator[list[torch.device]]:
     """Simulate `count` CUDA devices on CPU for the duration of the block; yields cuda:0..cuda:{count-1}."""
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"virtual_cuda_devices(count={count!r}): count must be a positive int, e.g. 2")
+
     def set_device(device: Device) -> None:
         _current[-1] = _normalise(device).index
 
