@@ -461,3 +461,12 @@ def test_summaries_and_figures_still_draw_when_every_run_of_a_condition_is_skipp
     with _overflowing(toy_model, {3}):  # the knockout maps of the only example
         attention = run_attention(toy_model, study_examples[:1], AttentionOptions(layers=(1, 5)), progress=False)
     assert {"attention_maps", "attention_video_mass"} <= set(attention_plots.figures(attention))
+
+
+def test_runs_skipped_as_not_finite_are_listed_in_the_report_with_their_reason(tmp_path, toy_model, study_examples):
+    only = {"analyses": ("gen-prob",), "formats": ("html",), "progress": False}
+    with _overflowing(toy_model, {3}):  # the paper-compatible readout of the only example
+        run_study(toy_model, study_examples[:1], out_dir=tmp_path, **only)
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Not evaluated: numbers not finite (1)" in report
+    assert f"paper_compat/{study_examples[0].example_id}" in report and "at output of L5, output of L6 are not finite" in report

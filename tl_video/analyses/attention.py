@@ -31,7 +31,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
+from tl_video.analyses.scoring import (
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, not_finite_table, scored_examples,
+)
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.attention_maps import query_attention_to_video
@@ -190,6 +192,10 @@ class AttentionResult(RecordedResult):
     def skipped(self) -> list[dict]:
         """Maps that could not be recorded (not finite), each with its reason."""
         return [r for r in self.records if r.get("kind") == "attention" and r.get("skipped")]
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report's tables: the maps that were not finite, with the reason (none: no table)."""
+        return not_finite_table(self.records)
 
     @property
     def tasks(self) -> list[str]:

@@ -30,7 +30,7 @@ import numpy as np
 from jaxtyping import Float
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import StudyOptions, baseline_summary, not_finite_reason, scored_examples
+from tl_video.analyses.scoring import StudyOptions, baseline_summary, not_finite_reason, not_finite_table, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.logit_lens import option_probabilities_by_layer
@@ -181,7 +181,7 @@ class GenerationProbabilityResult(RecordedResult):
                     row[f"{name} ({readout})"] = f"{point.mean:.3f} [{point.low:.3f}, {point.high:.3f}]"
             row["n"] = curve["true option"][layer].n
             rows.append(row)
-        return {"Answer-letter probability by layer, mean [95% CI] (pooled over tasks)": rows}
+        return {"Answer-letter probability by layer, mean [95% CI] (pooled over tasks)": rows} | not_finite_table(self.records)
 
     def findings(self) -> list[Finding]:
         """Where the true option's probability rises, and from which layer it leads the false options, per

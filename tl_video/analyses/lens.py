@@ -43,7 +43,9 @@ import numpy as np
 from jaxtyping import UInt8
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
+from tl_video.analyses.scoring import (
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, not_finite_table, scored_examples,
+)
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
 from tl_video.interventions.logit_lens import option_probabilities_by_layer, video_token_top_k
@@ -279,6 +281,10 @@ class LensResult(RecordedResult):
     def skipped(self) -> list[dict]:
         """Examples whose readouts were not finite, each with its reason (they count in no number)."""
         return [r for r in self.records if r.get("kind") == "lens" and r.get("skipped")]
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report's tables: the examples whose readouts were not finite, with the reason (none: no table)."""
+        return not_finite_table(self.records)
 
     def grid(self, example_id: str | None = None) -> dict:
         """The grid record (of ``example_id``, or the only one written)."""

@@ -34,7 +34,8 @@ import torch
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
 from tl_video.analyses.scoring import (
-    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, prepare_for_study, scored_examples,
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, not_finite_table, prepare_for_study,
+    scored_examples,
 )
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.data.examples import VideoQAExample
@@ -198,6 +199,10 @@ class PatchingResult(RecordedResult):
         """Examples whose runs under a corruption gave logits that are not finite, each with its reason."""
         return [r for r in self.records if r.get("kind") == "patching" and r.get("skipped")
                 and corruption in (None, r["corruption_label"])]
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report's tables: the runs whose logits were not finite, with the reason (none: no table)."""
+        return not_finite_table(self.records)
 
     def tasks(self, corruption: str) -> list[str]:
         return sorted({r["task"] for r in self.patching_records(corruption, excluded=None)})

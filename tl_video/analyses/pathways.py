@@ -49,7 +49,9 @@ from jaxtyping import Float
 
 from tl_video.analyses.flow import default_bin_size, effective_ranges
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_reason, scored_examples
+from tl_video.analyses.scoring import (
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, not_finite_table, scored_examples,
+)
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample
@@ -407,7 +409,7 @@ class PathwayResult(RecordedResult):
         ranges = [{"flow": FLOW_NAMES[name], "kept in (1-indexed)": layer_span_text(layers) if layers else "nowhere",
                    "layers (0-indexed)": list(layers) or "none"} for name, layers in self.ranges.items()]
         rule = f"Layer ranges kept ({'given' if self.range_source == 'given' else 'rule: ' + self.range_rule})"
-        return {"Effective pathways vs full attention and random blocking": conditions, rule: ranges}
+        return {"Effective pathways vs full attention and random blocking": conditions, rule: ranges} | not_finite_table(self.records)
 
     def describe_ranges(self) -> str:
         """The kept ranges in prose (1-indexed), e.g. "cross-frame L1–L3; video→question L2–L4; question→last L3–L5;
