@@ -402,7 +402,7 @@ class PathwayResult(RecordedResult):
              "edges kept (%)": _rounded(row["edges_kept_percent"], 1),
              "edges suppressed (%)": _rounded(row["edges_suppressed_percent"], 1),
              "accuracy": f"{_percent(row['accuracy'], 1)} ({row['n_correct']}/{row['n']})",
-             "95% CI": f"{_percent(row['accuracy_low'], 0)}–{_percent(row['accuracy_high'], 0)}",
+             "95% CI": (f"{100 * row['accuracy_low']:.0f}–{100 * row['accuracy_high']:.0f}%" if row["n"] else "n/a"),
              "retained (of full-attention correct)": f"{_percent(row['retained'], 1)} ({row['n_retained']}/{row['n_full_correct']})"}
             for row in self.table()
         ]
