@@ -208,7 +208,7 @@ def test_rms_norm_caches_its_normalized_input_in_the_load_dtype(loaded, dtype):
     case = loaded("qwen3_vl", dtype)  # ln1, ln2, q_norm, k_norm and ln_final
     with torch.no_grad():
         _, cache = case.model.run_with_cache(case.prepared.tokens, names_filter=lambda name: name.endswith("hook_normalized"))
-    assert len(cache) == 2 * 4 + 1
+    assert len(cache) == 4 * case.model.cfg.n_layers + 1
     assert {cache[name].dtype for name in cache} == {dtype}
 
 
@@ -245,6 +245,27 @@ def test_logits_are_as_close_to_hf_float32_as_hf_in_the_same_dtype(loaded, folde
     print(f"half precision {family} {DTYPE_NAMES[dtype]}: ours {max_diff(ours, exact):.4f}, HF {max_diff(half, exact):.4f} "
           f"from HF float32 (|logit| <= {exact.abs().max():.1f}); ours vs HF same dtype {max_diff(ours, half):.4f}")
     assert_half_precision_close(ours, half, exact, where=f"{family} {DTYPE_NAMES[dtype]}")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "HookedVideoTransformer.to/.half()/.bfloat16() cast the rotary inv_freq tables to the half dtype (positions "
+    "lose precision) and .half()/.bfloat16() leave cfg.dtype at float32 (Qwen3-VL's DeepStack then fails); fix "
+    "proposed for tl_video/model/hooked_video_transformer.py (`_apply` keeps inv_freq float32 and cfg.dtype in step)"
+))
+@pytest.mark.parametrize("family", ["llava_next_video", "qwen3_vl"])
+@pytest.mark.parametrize("cast,dtype", [
+    pytest.param(lambda model: model.to(torch.bfloat16), torch.bfloat16, id="to-bfloat16"),
+    pytest.param(lambda model: model.half(), torch.float16, id="half"),
+])
+def test_casting_a_loaded_model_equals_loading_it_in_that_dtype(loaded, folders, family, cast, dtype):
+    """`from_pretrained(folder).to(dtype)` is `from_pretrained(folder, dtype=dtype)`: same config, buffers, logits."""
+    direct = loaded(family, dtype)
+    model = cast(tl_video.HookedVideoTransformer.from_pretrained(folders[family]))
+    assert model.cfg.dtype == dtype
+    prepared = model.prepare(video=FAMILIES[family].video(), prompt=PROMPT)
+    assert floating(dict(model.named_buffers())) == floating(dict(direct.model.named_buffers()))
+    with torch.no_grad():
+        assert torch.equal(model(prepared.tokens), direct.model(direct.prepared.tokens))
 
 
 PUBLISHED = {  # published layouts converted on load, each saved in bfloat16 as released
