@@ -46,7 +46,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, scored_examples
+from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_table, scored_examples
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample
@@ -234,8 +234,10 @@ def blocked_edge_count(spec: KnockoutSpec, layout: TokenLayout, n_layers: int) -
     return total, None
 
 
-def _relative_change(new: float, base: float) -> float:
-    return (new - base) / base * 100.0 if base > 0 else float("nan")
+def _relative_change(new: float, base: float) -> float | None:
+    """Percent change from `base`; None (JSON null, left out of every mean and test, and out of the
+    cell's n) when the baseline probability is 0, e.g. underflowed in float32, where it is undefined."""
+    return (new - base) / base * 100.0 if base > 0 else None
 
 
 def knockout_record(
@@ -395,6 +397,11 @@ class FlowResult(RecordedResult):
     @property
     def window_k(self) -> int:
         return int(self.header.extra["window_k"])
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report's tables: the configurations whose probabilities were not finite, with the reason
+        (none: no table)."""
+        return not_finite_table(self.records)
 
     @property
     def notes(self) -> list[str]:

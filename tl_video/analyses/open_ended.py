@@ -45,7 +45,7 @@ from tl_video.analyses.flow import (
 )
 from tl_video.analyses.records import RecordSink
 from tl_video.analyses.scoring import (
-    SKIPPED_PROBLEMS, NonFiniteLogitsError, not_finite_reason, not_finite_table, prepare_for_study, skipped_record,
+    SKIPPED_PROBLEMS, NonFiniteLogitsError, not_finite_reason, prepare_for_study, skipped_record,
 )
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample, check_unique_ids
@@ -303,11 +303,6 @@ class OpenEndedResult(FlowResult):
     DEFAULT_METRIC: ClassVar[str] = "anchor"
     CORRECT_FIELD: ClassVar[str] = "kept"
     ACCURACY_NAME: ClassVar[str] = "anchor token still top-1"
-
-    def tables(self) -> dict[str, list[dict[str, Any]]]:
-        """The report's tables: the configurations whose probabilities (or answers under knockout) were not
-        finite, with the reason (none: no table)."""
-        return not_finite_table(self.records)
 
     def answers_changed(self, label: str, *, window: str = "center", preset: str | None = None) -> dict[int, tuple[int, int]]:
         """Per centre layer: (answers that differ under the knockout, answers generated under it)."""
