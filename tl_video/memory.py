@@ -358,8 +358,9 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
                  "causal mask and its knocked-out copy": 2 * n * n * b,
                  "keys/values repeated for grouped-query heads": (2 * n * s.n_heads * s.d_head * b
                                                                   if s.n_key_value_heads != s.n_heads else 0)}
+        # reading: `cache[...][0].float()` per layer, the previous layer's copy alive while the next is made
         after = {"logits held by the caller": n * s.d_vocab * b,
-                 "one pattern as float32": s.n_heads * n * n * FLOAT32 if b < FLOAT32 else 0}
+                 "two patterns as float32": 2 * s.n_heads * n * n * FLOAT32 if b < FLOAT32 else 0}
         return [
             _Phase("eager attention, last layer", {"attention patterns of every layer": (L - 1) * pattern}, eager | {"this layer's pattern": pattern}, layers),
             _Phase("unembedding", kept, {**_logits(s, b, n), "causal mask": n * n * b}, layers),
