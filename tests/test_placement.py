@@ -136,3 +136,16 @@ def test_the_command_line_refuses_bad_splits_in_one_line(capsys, tmp_path, optio
     code = main(["flow", "--out", str(tmp_path / "run"), "--n", "1", *options])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and message in error[0], error
+
+
+def test_last_position_logits_unembed_only_the_last_position(qwen3_folder):
+    """The patching pipeline's memory saver: the same last-position logits, none of the others."""
+    model = tl_video.HookedVideoTransformer.from_pretrained(qwen3_folder)
+    tokens = model.prepare(random_video(4), PROMPT).tokens
+    full = model(tokens)
+    with model.last_position_logits():
+        last = model(tokens)
+        assert model(tokens, return_type="loss").ndim == 0  # the loss still reads every position
+    assert last.shape == (1, 1, model.cfg.d_vocab)
+    torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-5)  # a [1, d] matmul may round unlike [pos, d]
+    assert model(tokens).shape == full.shape  # off again on exit

@@ -134,9 +134,11 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
     layers = list(range(model.cfg.n_layers)) if options.layers is None else list(options.layers)
     names = {f"blocks.{layer}.hook_{options.activation}" for layer in layers} if options.activation == "resid_pre" else None
     _, clean_cache = model.run_with_cache(clean.tokens, names_filter=None if names is None else (lambda name: name in names))
-    table = patch_frames(  # one pass per layer, a batch row per frame
-        model, clean, corrupted, clean_cache, metric, activation=options.activation, layers=layers, progress=False, batched=True,
-    )
+    with model.last_position_logits():  # the metric reads the last position: no [frames, pos, d_vocab] logits
+        table = patch_frames(  # one pass per layer, a batch row per frame
+            model, clean, corrupted, clean_cache, metric, activation=options.activation, layers=layers, progress=False,
+            batched=True,
+        )
     patched = table.float().cpu()
     reason = not_finite_reason("the patched runs' metric values", patched, [f"L{layer + 1}" for layer in layers])
     if reason is not None:

@@ -8,9 +8,10 @@ plain integer token tensor and TransformerLens's `ActivationCache`, `patching` a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,7 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         self.unembed = Unembed(cfg)
         self.frontend = frontend
         self._placement: DevicePlacement | None = None  # None: everything on cfg.device
+        self._last_position_logits = False  # see `last_position_logits`
         self.setup()
 
     # ------------------------------------------------------------------ loading and inputs
@@ -167,6 +169,8 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             return residual
         if return_type is None:
             return None
+        if self._last_position_logits and return_type == "logits":
+            residual = residual[:, -1:]
         logits = self.final_logits(residual)
         if return_type == "logits":
             return logits
@@ -176,6 +180,20 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
     def final_logits(self, residual: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_vocab"]:
         """The final norm and unembedding of a residual (moved to their device first)."""
         return self.unembed(self.ln_final(residual.to(self.placement.unembed)))
+
+    @contextmanager
+    def last_position_logits(self) -> Iterator[None]:
+        """Inside, a forward that returns logits unembeds only the last position ([batch, 1, d_vocab]).
+
+        For drivers that run many forwards and read only the last position, such as TransformerLens's
+        patching loop under a last-position metric: full-sequence logits cost batch·pos·d_vocab each
+        (29 GiB per forward for a 152k vocabulary, 3,236 tokens and 16 batch rows in bf16).
+        """
+        previous, self._last_position_logits = self._last_position_logits, True
+        try:
+            yield
+        finally:
+            self._last_position_logits = previous
 
     def embed_tokens(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos d_model"]:
         """Text ids through W_E, video ids through the bank; `hook_video_embed` sees the video rows."""
