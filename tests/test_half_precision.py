@@ -39,7 +39,7 @@ from tests.test_parity_videollama3 import PRUNED_VIDEO_CHANGES, partly_static
 from tl_video.analyses.records import read_records
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.cli import main
-from tl_video.interventions import knockout_hooks
+from tl_video.interventions import blocked_edges_by_layer, knockout_hooks
 from tl_video.interventions.knockout import KnockoutSpec
 from tl_video.interventions.presets import preset
 from tl_video.model.kv_cache import KeyValueCache
@@ -348,7 +348,13 @@ def test_knockout_hook_blocks_with_the_half_dtype_minimum(loaded):
     with torch.no_grad(), case.model.hooks(fwd_hooks=hooks):
         logits = case.model(case.prepared.tokens)
     assert bool(torch.isfinite(logits).all())
-    assert seen[0].dtype == torch.float16 and float(seen[0].min()) == torch.finfo(torch.float16).min
+    mask = seen[0][0, 0]
+    n_tokens = case.prepared.layout.n_tokens
+    future = torch.ones(n_tokens, n_tokens, dtype=torch.bool).triu(1)
+    blocked = future | blocked_edges_by_layer(spec, case.prepared.layout, case.model.cfg.n_layers)[0]
+    assert blocked.sum() > future.sum()  # the knockout blocks causal edges too
+    assert mask.dtype == torch.float16 and bool(torch.isfinite(mask).all())
+    assert torch.equal(mask == torch.finfo(torch.float16).min, blocked) and bool((mask[~blocked] == 0).all())
 
 
 # --------------------------------------------------------------------------- the CLI
