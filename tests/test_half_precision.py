@@ -60,9 +60,6 @@ FLOAT32_BUFFERS = ("inv_freq", "original_inv_freq")
 # Cached activations allowed to stay float32: RMSNorm's per-position scale ([batch, pos, 1], one number
 # per position, 1/d_model of a residual), computed in float32 as HF does.
 FLOAT32_ACTIVATIONS = ("hook_scale",)
-# RMSNorm's x / scale is cached in float32 too, before its cast (as in TransformerLens): a float32 copy of
-# the residual at every norm. Tolerated here until fixed; `test_rms_norm_caches_...` below holds the fix.
-NOT_YET_IN_DTYPE = ("hook_normalized",)
 
 
 @dataclass(frozen=True)
@@ -194,15 +191,11 @@ def test_front_end_output_bank_cache_and_logits_are_in_the_load_dtype(loaded, fa
     assert "hook_video_embed" in activations and len(activations) > 20
     wrong = {
         name: kind for name, kind in activations.items()
-        if kind != dtype and not (name.endswith(FLOAT32_ACTIVATIONS + NOT_YET_IN_DTYPE) and kind == torch.float32)
+        if kind != dtype and not (name.endswith(FLOAT32_ACTIVATIONS) and kind == torch.float32)
     }
     assert not wrong, f"{family} in {dtype}: cached activations {sorted(wrong.items())[:6]}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RMSNorm caches x / scale before casting it to the activation dtype (as TransformerLens does): a float32 copy "
-    "of the residual at every norm; fix proposed for tl_video/model/rms_norm.py (cast before the hook)"
-))
 @pytest.mark.parametrize("dtype", HALF)
 def test_rms_norm_caches_its_normalized_input_in_the_load_dtype(loaded, dtype):
     case = loaded("qwen3_vl", dtype)  # ln1, ln2, q_norm, k_norm and ln_final
@@ -247,11 +240,6 @@ def test_logits_are_as_close_to_hf_float32_as_hf_in_the_same_dtype(loaded, folde
     assert_half_precision_close(ours, half, exact, where=f"{family} {DTYPE_NAMES[dtype]}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HookedVideoTransformer.to/.half()/.bfloat16() cast the rotary inv_freq tables to the half dtype (positions "
-    "lose precision) and .half()/.bfloat16() leave cfg.dtype at float32 (Qwen3-VL's DeepStack then fails); fix "
-    "proposed for tl_video/model/hooked_video_transformer.py (`_apply` keeps inv_freq float32 and cfg.dtype in step)"
-))
 @pytest.mark.parametrize("family", ["llava_next_video", "qwen3_vl"])
 @pytest.mark.parametrize("cast,dtype", [
     pytest.param(lambda model: model.to(torch.bfloat16), torch.bfloat16, id="to-bfloat16"),

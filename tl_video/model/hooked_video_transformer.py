@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from tl_video.prompts.prepared import PreparedInput
 
 ReturnType = Literal["logits", "loss", "both"] | None
+# Buffers built in float32 whatever the model's dtype (ours and HF's vision towers'): rotary frequencies.
+_FLOAT32_TABLES = ("inv_freq", "original_inv_freq", "long_inv_freq")
 # Hook points that exist only while a TransformerLens switch is on.
 _SWITCHED_HOOKS = {
     "attn.hook_result": "use_attn_result",
@@ -280,6 +282,18 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         if dtype is not None:
             self.cfg.dtype = dtype
         return moved
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "HookedVideoTransformer":
+        """Every cast or move (`to`, `half`, `bfloat16`, `cuda`) keeps the rotary frequency tables in float32,
+        as loading in a dtype does (positions need their precision), and `cfg.dtype` in step with the weights."""
+        tables = {name: buffer for name, buffer in self.named_buffers() if name.rpartition(".")[2] in _FLOAT32_TABLES}
+        super()._apply(fn, recurse)
+        for name, table in tables.items():
+            owner, _, key = name.rpartition(".")
+            module = self.get_submodule(owner)
+            module._buffers[key] = table.to(module._buffers[key].device)
+        self.cfg.dtype = self.W_E.dtype
+        return self
 
     # ------------------------------------------------------------------ devices
     @property

@@ -22,5 +22,5 @@ class RMSNorm(nn.Module):
         input_dtype = x.dtype
         x = x.to(torch.float32)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        normalized = self.hook_normalized(x / scale).to(input_dtype)
+        normalized = self.hook_normalized((x / scale).to(input_dtype))  # cached in the model's dtype
         return normalized * self.w
