@@ -37,6 +37,23 @@ def test_records_round_trip_with_header(tmp_path):
     assert all(r["type"] == "record" for r in records)
 
 
+def test_the_model_hash_ignores_the_device_but_not_the_dtype():
+    """A run resumed on another GPU (a requeued job, another torchrun rank, a split model) is the same run;
+    one in another dtype computes other numbers and is refused, saying why."""
+    import dataclasses
+
+    import torch
+
+    from tl_video.analyses.records import config_hash
+    from tl_video.model.config import VideoTransformerConfig
+
+    config = VideoTransformerConfig(d_model=8, d_head=4, n_layers=1, n_ctx=16, n_heads=2, d_vocab=10, device="cpu")
+    assert config_hash(dataclasses.replace(config, device="cuda:3")) == config_hash(config)
+    half = config_hash(dataclasses.replace(config, dtype=torch.bfloat16))
+    assert half != config_hash(config)
+    assert "another checkpoint, --dtype" in header(model_config_hash=half).mismatch(header())
+
+
 def test_existing_file_without_resume_is_a_clear_error(tmp_path):
     write_three(tmp_path / "flow.jsonl")
     with pytest.raises(FileExistsError, match=r"flow\.jsonl already holds results; pass resume=True \(--resume\)"):

@@ -27,9 +27,15 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 HEADER_FIELDS_THAT_MUST_MATCH = ("analysis", "model_id", "model_config_hash", "dataset", "options", "seed")
 
 
+# Config fields that say where the model runs, not what it computes: a run resumed on another GPU (a
+# requeued job, another torchrun rank) or split over devices is the same run.
+_PLACEMENT_FIELDS = ("device",)
+
+
 def config_hash(config: Any) -> str:
-    """A short stable hash of a model config (every dataclass field, as JSON)."""
+    """A short stable hash of a model config (every dataclass field but the device, as JSON)."""
     fields = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    fields = {name: value for name, value in fields.items() if name not in _PLACEMENT_FIELDS}
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -75,7 +81,9 @@ class RunHeader:
         for name in HEADER_FIELDS_THAT_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
-                return f"{name}: on disk {theirs!r}, now {mine!r}"
+                why = (" (the model computes differently: another checkpoint, --dtype or attention implementation; "
+                       "resume with the run's own)") if name == "model_config_hash" else ""
+                return f"{name}: on disk {theirs!r}, now {mine!r}{why}"
         return None
 
 
