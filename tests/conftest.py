@@ -14,6 +14,10 @@ from tl_video.testing import save_tiny_llava_next_video
 
 # Converted published checkpoints go to a per-run folder, never the user's ~/.cache.
 os.environ["TL_VIDEO_CACHE"] = tempfile.mkdtemp(prefix="tl_video_cache_")
+# Every model here is tiny: one torch thread is faster than two, and on a busy 2-core machine a second
+# thread makes a test 10x slower (tests/test_transformer_lens_tools.py alone: 90 s with two, 8 s with one).
+# Set once for the session, so that the speed does not depend on which test first loads the built-in model.
+torch.set_num_threads(1)
 
 # name -> builder options; each a real saved LLaVA-NeXT-Video checkpoint.
 LLAVA_NEXT_VIDEO_VARIANTS = {
