@@ -11,7 +11,8 @@ computation on one prepared input:
 - lens: `video_token_top_k` and `option_probabilities_by_layer`;
 - attention: `query_attention_to_video` for the question over every layer, with and without the
   cross-frame knockout;
-- open_ended: greedy generation, then the probe under knockouts after a continuation.
+- open_ended: greedy generation, then the probe under knockouts at the first answer token (the
+  sweep engine) and after a continuation (the prompt rerun into a key/value cache).
 
 Measured: the peak of live tensor storages created during the call (a TorchDispatchMode sees every
 operator output; the model's parameters and buffers, the video bank included, exist before and are
@@ -143,7 +144,8 @@ def run_open_ended(case: Case) -> None:
     tokens = greedy_generate(model, prepared.tokens, max_new_tokens=GENERATED, stop_at_eos=False)
     continuation = tokens[0, prepared.tokens.shape[1]:][: GENERATED // 2].tolist()
     specs = preset("vql-to-ql", prepared.layout, range(model.cfg.n_layers))
-    probe_probabilities(model, prepared, continuation, specs)
+    probe_probabilities(model, prepared, [], specs)  # anchor = the first answer token (the default): the sweep engine
+    probe_probabilities(model, prepared, continuation, specs)  # a later anchor: the prompt reruns into a key/value cache
 
 
 RUNNERS: dict[str, Callable[[Case], None]] = {

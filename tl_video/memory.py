@@ -305,7 +305,8 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
     resid = n * d * b
     layers = frozenset({"residual entering each layer", "keys/values of every layer", "cached resid_pre of every layer",
                         "cached resid_post of every layer", "attention patterns of every layer",
-                        "video-token residuals of every layer", "key/value cache", "knockout rows moved per hooked layer"})
+                        "video-token residuals of every layer", "video-token residuals of every layer, indexed and stacked",
+                        "key/value cache", "knockout rows moved per hooked layer"})
     if pipeline == "frontend":  # vision tower + projector: parameters only (their activations are not modelled)
         return [_Phase("front end (parameters only)", {}, {}, frozenset())]
     if pipeline in ("flow", "pathways"):
@@ -336,15 +337,18 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
             _Phase("batched patching forward", kept, batch, layers),
         ]
     if pipeline == "lens":
-        # video_token_top_k: run_with_cache of resid_post (its logits stay referenced), the video rows stacked,
-        # then [chunk, d_vocab] readouts: the previous chunk's float32 logits + the unembedding's output.
+        # video_token_top_k: run_with_cache of resid_post (its logits stay referenced), the video rows of each
+        # layer indexed then stacked (both alive while stacking), then [chunk, d_vocab] readouts: the previous chunk's float32 logits + the unembedding's output.
         kept = {"cached resid_post of every layer": L * resid}
         readout_bytes = FLOAT32 + max(2 * b, b + FLOAT32 if b < FLOAT32 else 0)
         chunk = min(LENS_CHUNK, L * n_video)
+        video_rows = L * n_video * d * b
         return [
             _Phase("run_with_cache", kept, _logits(s, b, n), layers),
+            _Phase("stacking the video rows", {**kept, "logits held by the caller": n * s.d_vocab * b},
+                   {"video-token residuals of every layer, indexed and stacked": 2 * video_rows}, layers),
             _Phase("video-token readout", {**kept, "logits held by the caller": n * s.d_vocab * b,
-                                           "video-token residuals of every layer": L * n_video * d * b},
+                                           "video-token residuals of every layer": video_rows},
                    {"readout of one chunk": chunk * s.d_vocab * readout_bytes}, layers),
         ]
     if pipeline == "attention":
