@@ -11,8 +11,8 @@ computation on one prepared input:
 - lens: `video_token_top_k` and `option_probabilities_by_layer`;
 - attention: `query_attention_to_video` for the question over every layer, with and without the
   cross-frame knockout;
-- open_ended: greedy generation, then the probe under knockouts at the first answer token (the
-  sweep engine) and after a continuation (the prompt rerun into a key/value cache).
+- open_ended: greedy generation, then the probe under the cross-frame and vql-to-ql knockouts at the
+  first answer token (the sweep engine) and after a continuation (the prompt rerun into a key/value cache).
 
 Measured: the peak of live tensor storages created during the call (a TorchDispatchMode sees every
 operator output; the model's parameters and buffers, the video bank included, exist before and are
@@ -143,7 +143,7 @@ def run_open_ended(case: Case) -> None:
     model, prepared = case.model, case.prepared
     tokens = greedy_generate(model, prepared.tokens, max_new_tokens=GENERATED, stop_at_eos=False)
     continuation = tokens[0, prepared.tokens.shape[1]:][: GENERATED // 2].tolist()
-    specs = preset("vql-to-ql", prepared.layout, range(model.cfg.n_layers))
+    specs = [spec for name in FLOW_PRESETS for spec in preset(name, prepared.layout, range(model.cfg.n_layers))]
     probe_probabilities(model, prepared, [], specs)  # anchor = the first answer token (the default): the sweep engine
     probe_probabilities(model, prepared, continuation, specs)  # a later anchor: the prompt reruns into a key/value cache
 
@@ -152,7 +152,7 @@ RUNNERS: dict[str, Callable[[Case], None]] = {
     "flow": run_flow, "pathways": run_pathways, "patching": run_patching,
     "lens": run_lens, "attention": run_attention, "open_ended": run_open_ended,
 }
-ESTIMATE_OPTIONS = {"open_ended": {"generated_tokens": GENERATED, "n_specs": 4}}  # the probe's four vql-to-ql specs
+ESTIMATE_OPTIONS = {"open_ended": {"generated_tokens": GENERATED, "n_specs": 5}}  # the probe's cross-frame + vql-to-ql specs
 
 
 def measure(case: Case, pipeline: str, debug: bool = False) -> tuple[int, PeakTensorMemory]:
