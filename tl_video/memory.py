@@ -288,11 +288,15 @@ def _layer_transient(s: ModelSizes, b: int, rows: int) -> dict[str, int]:
     return {phase[0]: phase[1]}
 
 
-def _logits(s: ModelSizes, b: int, rows: int) -> dict[str, int]:
+def _logits(s: ModelSizes, b: int, rows: int, into_cache: bool = False) -> dict[str, int]:
     """The unembedding of `rows` positions: the einsum's output and `+ b_U`'s ([rows, d_vocab] each),
-    with the final residual and ln_final's output."""
-    return {"logits at the unembedding (2 x pos x d_vocab)": 2 * rows * s.d_vocab * b,
-            "final residual and its norm": 2 * rows * s.d_model * b}
+    with the final residual, ln_final's output and the last layer's keys/values (the forward's
+    `present` still references them; already counted when they went `into_cache`)."""
+    terms = {"logits at the unembedding (2 x pos x d_vocab)": 2 * rows * s.d_vocab * b,
+             "final residual and its norm": 2 * rows * s.d_model * b}
+    if not into_cache:
+        terms["last layer's keys/values"] = 2 * rows * s.n_key_value_heads * s.d_head * b
+    return terms
 
 
 def _kv(s: ModelSizes, b: int, positions: int, layers: int) -> int:
@@ -378,9 +382,9 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         kept = {"key/value cache": _kv(s, b, total, L)}
         return [
             _Phase("prefill, last layer", kept, _layer_transient(s, b, n), layers),
-            _Phase("prefill, unembedding", kept, _logits(s, b, n), layers),
+            _Phase("prefill, unembedding", kept, _logits(s, b, n, into_cache=True), layers),
             _Phase("knockout probe of the prompt, unembedding", kept,
-                   {**_logits(s, b, n), "causal mask": n * n * b}, layers),
+                   {**_logits(s, b, n, into_cache=True), "causal mask": n * n * b}, layers),
             *_phases(s, "flow", n, b, n_video, n_frames, n_specs, generated),
         ]
     raise AssertionError(pipeline)
