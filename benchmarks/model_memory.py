@@ -107,8 +107,9 @@ def run_patching(case: Case) -> None:
         clean_logits = model(clean.tokens)[0, -1]
         names = {f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)}
         _, clean_cache = model.run_with_cache(clean.tokens, names_filter=lambda name: name in names)
-        patch_frames(model, clean, corrupted, clean_cache, lambda logits: logits[:, -1, 0] - logits[:, -1, 1],
-                     activation="resid_pre", layers=None, progress=False, batched=True)
+        with model.last_position_logits():
+            patch_frames(model, clean, corrupted, clean_cache, lambda logits: logits[:, -1, 0] - logits[:, -1, 1],
+                         activation="resid_pre", layers=None, progress=False, batched=True)
         del corrupted_logits, clean_logits
 
 

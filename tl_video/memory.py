@@ -331,10 +331,13 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         return [clean, _Phase("resumed knockout pass", kept, resumed, layers)]
     if pipeline == "patching":
         # patching_record: corrupted and clean logits held (views of [1, n, d_vocab]), run_with_cache of
-        # resid_pre, then one batched forward per layer (a row per frame) while the previous one's logits live.
+        # resid_pre, then one batched forward per layer (a row per frame) under `last_position_logits`:
+        # the batch's layers run over frames x pos rows, and only the last position is unembedded.
         kept = {"cached resid_pre of every layer": L * resid, "logits held by the caller": 3 * n * s.d_vocab * b}
-        batch = {"patched logits of the previous layer": n_frames * n * s.d_vocab * b,
-                 **{k.replace("pos", "frames x pos"): v for k, v in _logits(s, b, n_frames * n).items()}}
+        rows = n_frames * n
+        batch = {**{f"{k} (frames x pos rows)": v for k, v in _layer_transient(s, b, rows).items()},
+                 "batched residual": rows * d * b,
+                 "previous layer's keys/values (frames x pos rows)": 2 * rows * s.n_key_value_heads * s.d_head * b}
         return [
             _Phase("clean run_with_cache", {"logits held by the caller": 2 * n * s.d_vocab * b,
                                             "cached resid_pre of every layer": L * resid}, _logits(s, b, n), layers),
@@ -403,6 +406,9 @@ def _host_bytes(s: ModelSizes, pipeline: str, n: int, n_specs: int | None) -> in
 
 
 _EVERY_DEVICE = frozenset({"MLP working set (4 x pos x d_mlp)", "attention working set", "RMSNorm working set",
+                           "MLP working set (4 x pos x d_mlp) (frames x pos rows)", "attention working set (frames x pos rows)",
+                           "RMSNorm working set (frames x pos rows)", "batched residual",
+                           "previous layer's keys/values (frames x pos rows)",
                            "scores + float32 softmax of one layer", "this layer's pattern"})
 
 
