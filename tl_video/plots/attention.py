@@ -38,21 +38,25 @@ def _scale(values: np.ndarray, log_scale: bool) -> np.ndarray:
     return np.log10(values + LOG_EPSILON) if log_scale else values
 
 
-def _map_axes(fig: go.Figure, video_grid: list[list[int]], layers: list[int], row: int, col: int, frame_unit: str) -> None:
-    """Frame-boundary lines, one tick per frame and per layer, L1 at the top."""
+def _map_axes(fig: go.Figure, video_grid: list[list[int]], layers: list[int], row: int, col: int, frame_unit: str) -> list[dict]:
+    """One tick per frame and per layer, L1 at the top; returns the frame-boundary lines for the caller to add at once.
+
+    (`fig.add_shape` re-validates every shape already in the figure: one call per line is quadratic in the lines.)
+    """
     cells = np.asarray(video_grid)
     n_frames, n_rows, n_cols = (int(cells[:, axis].max()) + 1 for axis in range(3))
     height = len(layers) * n_rows
-    for frame in range(1, n_frames):
-        x = frame * n_cols - 0.5
-        fig.add_shape(type="line", x0=x, x1=x, y0=-0.5, y1=height - 0.5, line=BOUNDARY, row=row, col=col)
-    for band in range(1, len(layers)) if n_rows > 1 else ():
-        y = band * n_rows - 0.5
-        fig.add_shape(type="line", x0=-0.5, x1=n_frames * n_cols - 0.5, y0=y, y1=y, line=dict(color="white", width=0.5), row=row, col=col)
+    axes = fig.get_subplot(row, col)
+    ref = {"xref": axes.xaxis.plotly_name.replace("axis", ""), "yref": axes.yaxis.plotly_name.replace("axis", "")}  # "x<n>", "y<n>"
+    lines = [dict(type="line", x0=x, x1=x, y0=-0.5, y1=height - 0.5, line=BOUNDARY, **ref)
+             for x in (frame * n_cols - 0.5 for frame in range(1, n_frames))]
+    lines += [dict(type="line", x0=-0.5, x1=n_frames * n_cols - 0.5, y0=y, y1=y, line=dict(color="white", width=0.5), **ref)
+              for y in (band * n_rows - 0.5 for band in (range(1, len(layers)) if n_rows > 1 else ()))]
     fig.update_xaxes(tickvals=[f * n_cols + (n_cols - 1) / 2 for f in range(n_frames)], ticktext=[str(f + 1) for f in range(n_frames)],
                      showgrid=False, ticks="", title_text=frame_unit, row=row, col=col)
     fig.update_yaxes(tickvals=[i * n_rows + (n_rows - 1) / 2 for i in range(len(layers))], ticktext=[f"L{layer + 1}" for layer in layers],
                      autorange="reversed", showgrid=False, ticks="", row=row, col=col)
+    return lines
 
 
 def _colourbar_title(log_scale: bool, heads: str) -> str:
@@ -121,6 +125,7 @@ def _side_by_side(result: AttentionResult, rows: list[dict], grid: list[list[int
     limit = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1e-3
     heads = result.header.options["heads"]
     frame_unit = result.attention_records("baseline")[0]["frame_unit"]
+    lines: list[dict] = []
     for r, (row, difference) in enumerate(zip(scaled, differences), start=1):
         for c, condition in enumerate(CONDITIONS, start=1):
             fig.add_trace(go.Heatmap(
@@ -137,7 +142,8 @@ def _side_by_side(result: AttentionResult, rows: list[dict], grid: list[list[int
             hovertemplate="%{z:.4f}<extra>knockout − baseline</extra>",
         ), row=r, col=3)
         for c in (1, 2, 3):
-            _map_axes(fig, grid, layers, r, c, frame_unit if r == len(rows) else "")
+            lines += _map_axes(fig, grid, layers, r, c, frame_unit if r == len(rows) else "")
+    fig.update_layout(shapes=lines)
     n_rows = 1 + max(cell[1] for cell in grid)
     band = min(720, max(200, 24 * len(layers) * n_rows))  # px per row of maps; deep models with big grids are capped
     paper_layout(fig, width=2 * COLUMN_WIDTH, height=110 + band * len(rows), legend_below=False)

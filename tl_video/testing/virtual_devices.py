@@ -56,7 +56,9 @@ from torch.overrides import TorchFunctionMode, redispatch_function
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["VirtualDeviceTensor", "real", "virtual_cuda_devices"]
+# VirtualDeviceTensor stays importable but out of `__all__`: pdoc cannot document a torch.Tensor subclass
+# without warning (torch.Tensor annotates `_is_param` at run time only).
+__all__ = ["real", "virtual_cuda_devices"]
 
 _aten = torch.ops.aten
 _CPU = torch.device("cpu")
