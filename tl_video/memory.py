@@ -332,12 +332,14 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
     if pipeline == "patching":
         # patching_record: corrupted and clean logits held (views of [1, n, d_vocab]), run_with_cache of
         # resid_pre, then one batched forward per layer (a row per frame) under `last_position_logits`:
-        # the batch's layers run over frames x pos rows, and only the last position is unembedded.
+        # the batch's layers run over frames x pos rows (the block holds its own keys/values and the loop
+        # the previous layer's while the MLP runs), and only the last position is unembedded.
         kept = {"cached resid_pre of every layer": L * resid, "logits held by the caller": 3 * n * s.d_vocab * b}
         rows = n_frames * n
         batch = {**{f"{k} (frames x pos rows)": v for k, v in _layer_transient(s, b, rows).items()},
                  "batched residual": rows * d * b,
-                 "previous layer's keys/values (frames x pos rows)": 2 * rows * s.n_key_value_heads * s.d_head * b}
+                 "keys/values of this layer and the previous one (frames x pos rows)":
+                     4 * rows * s.n_key_value_heads * s.d_head * b}
         return [
             _Phase("clean run_with_cache", {"logits held by the caller": 2 * n * s.d_vocab * b,
                                             "cached resid_pre of every layer": L * resid}, _logits(s, b, n), layers),
@@ -408,7 +410,7 @@ def _host_bytes(s: ModelSizes, pipeline: str, n: int, n_specs: int | None) -> in
 _EVERY_DEVICE = frozenset({"MLP working set (4 x pos x d_mlp)", "attention working set", "RMSNorm working set",
                            "MLP working set (4 x pos x d_mlp) (frames x pos rows)", "attention working set (frames x pos rows)",
                            "RMSNorm working set (frames x pos rows)", "batched residual",
-                           "previous layer's keys/values (frames x pos rows)",
+                           "keys/values of this layer and the previous one (frames x pos rows)",
                            "scores + float32 softmax of one layer", "this layer's pattern"})
 
 
