@@ -177,6 +177,7 @@ def line(case: Case, pipeline: str, measured_activations: int) -> str:
     estimate = estimate_memory(
         model, pipeline, n_tokens, n_video_tokens=len(case.prepared.layout.video_positions),
         n_frames=case.prepared.layout.n_frames, dtype=model.cfg.dtype,
+        n_query_tokens=len(case.prepared.layout.positions("question")),
         **({"n_specs": 5 * model.cfg.n_layers} if pipeline == "flow" else ESTIMATE_OPTIONS.get(pipeline, {})),
     )
     state = model_state_bytes(model)  # parameters (front end included) and buffers (the bank's spare rows included)

@@ -4,4 +4,4 @@ from tl_video.model import HookedVideoTransformer, KeyValueCache, VideoTransform
 from tl_video.prompts import PreparedInput, TokenLayout
 
 __all__ = ["HookedVideoTransformer", "KeyValueCache", "PreparedInput", "TokenLayout", "VideoTransformerConfig"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

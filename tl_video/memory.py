@@ -207,13 +207,15 @@ def estimate_memory(
     n_specs: int | None = None,
     generated_tokens: int = 16,
     frontend_parameters: int | None = None,
+    n_query_tokens: int = 64,
 ) -> MemoryEstimate:
     """Peak memory of `pipeline` on one input of `n_tokens` tokens (batch 1, as the study runs).
 
     `n_video_tokens` (default: all but 10% of the tokens) sizes the bank and the lens readout;
     `n_frames` is patching's batch (one row per frame); `n_specs` the knockout specs of one flow call
     (default: the four paper presets at every centre layer, 11 per layer); `generated_tokens` the
-    open-ended answer length. With `n_devices` > 1 the backbone's layers are split evenly over them
+    open-ended answer length; `n_query_tokens` the attention maps' query group (the question with its
+    options, about 64 tokens on TVBench). With `n_devices` > 1 the backbone's layers are split evenly over them
     (`per_device_bytes`) and the front end sits on a device of its own.
     """
     if pipeline not in PIPELINES:
@@ -232,7 +234,7 @@ def estimate_memory(
     frontend = None if sizes.frontend_parameters is None else sizes.frontend_parameters * b
     videos = 2 if pipeline == "patching" else 1
     bank = 0 if pipeline == "frontend" else videos * n_video * (sizes.d_model * b + 4 * 8)  # embeddings, grid, index
-    phases = _phases(sizes, pipeline, n_tokens, b, n_video, n_frames, n_specs, generated_tokens)
+    phases = _phases(sizes, pipeline, n_tokens, b, n_video, n_frames, n_specs, generated_tokens, n_query_tokens)
     peak = max(phases, key=lambda phase: phase.total)
     host = _host_bytes(sizes, pipeline, n_tokens, n_specs)
     terms = tuple(sorted([*peak.retained.items(), *peak.transient.items()], key=lambda item: -item[1]))
@@ -304,11 +306,11 @@ def _kv(s: ModelSizes, b: int, positions: int, layers: int) -> int:
 
 
 def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames: int,
-            n_specs: int | None, generated: int) -> list[_Phase]:
+            n_specs: int | None, generated: int, n_query: int = 64) -> list[_Phase]:
     L, d = s.n_layers, s.d_model
     resid = n * d * b
     layers = frozenset({"residual entering each layer", "keys/values of every layer", "cached resid_pre of every layer",
-                        "cached resid_post of every layer", "attention patterns of every layer",
+                        "cached resid_post of every layer", "query rows to the video of every layer",
                         "video-token residuals of every layer", "video-token residuals of every layer, indexed and stacked",
                         "key/value cache", "knockout rows moved per hooked layer"})
     if pipeline == "frontend":  # vision tower + projector: parameters only (their activations are not modelled)
@@ -361,24 +363,22 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
                    {"readout of one chunk": chunk * s.d_vocab * readout_bytes}, layers),
         ]
     if pipeline == "attention":
-        # query_attention_to_video: eager attention in every layer, hook_pattern cached for every layer
-        # ([head, n, n] in the model dtype); the layer computing holds scores + float32 softmax; a
+        # query_attention_to_video: eager attention in every layer; a hook on hook_pattern keeps, as each layer
+        # runs, only the query rows' attention to the video ([head, query, video] in float32), and the forward
+        # stops before the unembedding. The layer computing holds scores + float32 softmax and its pattern; a
         # knockout adds the built causal mask and its knocked-out copy.
-        pattern = s.n_heads * n * n * b
-        softmax_extra = s.n_heads * n * n * (FLOAT32 if b < FLOAT32 else 0)
-        kept = {"attention patterns of every layer": L * pattern}
-        eager = {"scores + float32 softmax of one layer": s.n_heads * n * n * b + softmax_extra,
+        query_rows = s.n_heads * n_query * n_video * FLOAT32
+        hq, hkv = s.n_heads * s.d_head, s.n_key_value_heads * s.d_head
+        eager = {"scores + float32 softmax of one layer": s.n_heads * n * n * (b + FLOAT32),
+                 "this layer's pattern": s.n_heads * n * n * b if b < FLOAT32 else 0,  # fp32: the softmax itself
+                 "this layer's residual, normed input, q/k/v and rotated q/k": n * (2 * d + 2 * hq + 3 * hkv) * b,
+                 "its query rows, indexed then as float32": s.n_heads * n_query * (n * b + n_video * (b + FLOAT32)),
                  "causal mask and its knocked-out copy": 2 * n * n * b,
+                 "the knockout's blocked edges on the device (bool)": n * n,
                  "keys/values repeated for grouped-query heads": (2 * n * s.n_heads * s.d_head * b
                                                                   if s.n_key_value_heads != s.n_heads else 0)}
-        # reading: `cache[...][0].float()` per layer, the previous layer's copy alive while the next is made
-        after = {"logits held by the caller": n * s.d_vocab * b,
-                 "two patterns as float32": 2 * s.n_heads * n * n * FLOAT32 if b < FLOAT32 else 0}
-        return [
-            _Phase("eager attention, last layer", {"attention patterns of every layer": (L - 1) * pattern}, eager | {"this layer's pattern": pattern}, layers),
-            _Phase("unembedding", kept, {**_logits(s, b, n), "causal mask": n * n * b}, layers),
-            _Phase("reading the maps", kept, after, layers),
-        ]
+        return [_Phase("eager attention, last layer", {"query rows to the video of every layer": (L - 1) * query_rows},
+                       eager, layers)]
     if pipeline == "open_ended":
         # greedy_generate's prefill fills the key/value cache and unembeds every position; the probe then
         # runs the knockouts: through the sweep engine when the anchor is the first answer token (as flow),
@@ -411,7 +411,9 @@ _EVERY_DEVICE = frozenset({"MLP working set (4 x pos x d_mlp)", "attention worki
                            "MLP working set (4 x pos x d_mlp) (frames x pos rows)", "attention working set (frames x pos rows)",
                            "RMSNorm working set (frames x pos rows)", "batched residual",
                            "keys/values of this layer and the previous one (frames x pos rows)",
-                           "scores + float32 softmax of one layer", "this layer's pattern"})
+                           "scores + float32 softmax of one layer", "this layer's pattern",
+                           "its query rows, indexed then as float32",
+                           "this layer's residual, normed input, q/k/v and rotated q/k"})
 
 
 def _per_device(s: ModelSizes, peak: _Phase, b: int, bank: int, n_devices: int) -> tuple[int, ...]:

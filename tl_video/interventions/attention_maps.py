@@ -67,18 +67,27 @@ def query_attention_to_video(
     queries, keys = layout.positions(query, role="attention query"), layout.positions("video_tokens")
     if queries.numel() == 0 or keys.numel() == 0:
         raise ValueError(f"query group {query!r} or the video selects no token")
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    to_video: dict[int, torch.Tensor] = {}  # layer -> [head, query, video_token], float32
+
+    def keep_query_rows(layer: int):
+        def hook(pattern: torch.Tensor, hook: Any) -> None:
+            # only the query rows and video columns are kept, as the layer runs: never every layer's
+            # [head, pos, pos] pattern at once (100 GiB on a 72B model at 3,236 tokens, docs/memory.md)
+            rows = pattern[0][:, queries.to(pattern.device)]
+            to_video[layer] = rows[:, :, keys.to(pattern.device)].float()
+        return hook
+
     hooks = [] if knockout is None else knockout_hooks(knockout, layout, n_layers)
+    hooks += [(f"blocks.{layer}.attn.hook_pattern", keep_query_rows(layer)) for layer in layers]
     with model.hooks(fwd_hooks=hooks):
-        _, cache = model.run_with_cache(prepared.tokens, names_filter=lambda name: name in names)
+        model(prepared.tokens, return_type=None)
     per_token, group, mass = [], [], []
     for layer in layers:
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0].float()  # [head, query, key]
-        to_video = pattern[:, queries][:, :, keys]  # [head, query, video_token]
-        per_token.append(to_video.mean(0) if heads == "mean" else to_video.max(0).values)
-        group.append(to_video.mean(1).mean(0) if heads == "mean" else to_video.mean(1).max(0).values)
-        mass.append(to_video.mean(0).sum(-1))
+        attention = to_video.pop(layer).cpu()  # [head, query, video_token]
+        per_token.append(attention.mean(0) if heads == "mean" else attention.max(0).values)
+        group.append(attention.mean(1).mean(0) if heads == "mean" else attention.mean(1).max(0).values)
+        mass.append(attention.mean(0).sum(-1))
     return QueryAttention(
         layers=tuple(layers), query_positions=tuple(queries.tolist()),
-        per_token=torch.stack(per_token).cpu(), group=torch.stack(group).cpu(), video_mass=torch.stack(mass).cpu(),
+        per_token=torch.stack(per_token), group=torch.stack(group), video_mass=torch.stack(mass),
     )
