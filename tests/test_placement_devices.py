@@ -18,6 +18,7 @@ import torch
 import tl_video
 from tl_video.analyses.knockout_attribution import knockout_estimates
 from tl_video.analyses.sweep_engine import engine_probabilities
+from tl_video.interventions.attention_maps import query_attention_to_video
 from tl_video.interventions.knockout import KnockoutSpec, knockout_hooks
 from tl_video.interventions.logit_lens import video_token_top_k
 from tl_video.interventions.patching import patch_frames
@@ -102,6 +103,7 @@ def test_knockouts_sweeps_attribution_patching_and_lens_equal_the_unsplit_model(
                 "knocked": knocked,
                 "sweep": engine_probabilities(model, prepared, specs),
                 "lens": video_token_top_k(model, prepared, k=3).top_probabilities,
+                "attention_map": query_attention_to_video(model, prepared, "question", knockout=specs[1]).per_token,
                 "lens_paper": video_token_top_k(model, prepared, k=3, paper_compat=True).top_probabilities,
                 "patch": patch_frames(model, prepared, corrupted, clean_cache, metric, layers=[0, 2], progress=False),
                 "batched_patch": patch_frames(
