@@ -79,6 +79,9 @@ def test_forward_cache_and_transformer_lens_tools_equal_the_unsplit_model(folder
         # (fused attention here, eager in the full cache that reads patterns: equal to rounding)
         torch.testing.assert_close(kept["blocks.2.hook_resid_post"], expected_cache["blocks.2.hook_resid_post"][:, -1:])
         generated = model.generate(prepared.tokens, max_new_tokens=3)
+        model.cuda(devices[1])  # moved as a whole: the split is gone, and the model still runs
+        assert model.placement.is_single_device and model.cfg.device == "cuda:1"
+        assert torch.equal(_values(model(prepared.tokens)), cpu_model(reference_input.tokens))
     new = reference_input.tokens.shape[1]  # video ids differ between the two models' banks: compare the new tokens
     assert torch.equal(_values(generated)[:, new:], cpu_model.generate(reference_input.tokens, max_new_tokens=3)[:, new:])
 

@@ -293,6 +293,11 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
             module = self.get_submodule(owner)
             module._buffers[key] = table.to(module._buffers[key].device)
         self.cfg.dtype = self.W_E.dtype
+        if self._placement is not None and any(
+            block.ln1.w.device != device for block, device in zip(self.blocks, self._placement.blocks)
+        ):  # moved as a whole (e.g. `.cuda()`): the split is gone
+            self._placement = None
+            self.cfg.device = str(self.W_E.device)
         return self
 
     # ------------------------------------------------------------------ devices
