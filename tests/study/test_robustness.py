@@ -482,3 +482,5 @@ def test_runs_skipped_as_not_finite_are_listed_in_the_report_with_their_reason(t
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Not evaluated: numbers not finite (1)" in report
     assert f"paper_compat/{study_examples[0].example_id}" in report and "at output of L5, output of L6 are not finite" in report
+    analysis = json.loads((tmp_path / "run.json").read_text())["analyses"]["gen-prob"]
+    assert analysis["n_not_finite"] == 1 and analysis["n_skipped"] == 0  # counted in run.json too

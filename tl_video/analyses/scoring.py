@@ -59,12 +59,17 @@ def not_finite_reason(what: str, values: Any, where: Sequence[str] | None = None
     return f"{what} {'are' if tensor.numel() > 1 else 'is'} {NOT_FINITE}"
 
 
+def not_finite_runs(records: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The runs not evaluated because their numbers were not finite: record key and reason, in record order."""
+    rows = [{"record": r["key"], "reason": r["reason"]} for r in records
+            if r.get("skipped") and NOT_FINITE in str(r.get("reason"))]
+    return rows + [{"record": r["key"], "reason": r["generation_skipped"]} for r in records if r.get("generation_skipped")]
+
+
 def not_finite_table(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The report's table of the runs not evaluated because their numbers were not finite (no table when none),
     so such skips show in the report, each with its reason."""
-    rows = [{"record": r["key"], "reason": r["reason"]} for r in records
-            if r.get("skipped") and NOT_FINITE in str(r.get("reason"))]
-    rows += [{"record": r["key"], "reason": r["generation_skipped"]} for r in records if r.get("generation_skipped")]
+    rows = not_finite_runs(records)
     return {f"Not evaluated: numbers not finite ({len(rows)})": rows} if rows else {}
 
 

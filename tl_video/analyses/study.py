@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tl_video.analyses.records import RecordWriteError
-from tl_video.analyses.scoring import StudyOptions, skipped_examples
+from tl_video.analyses.scoring import StudyOptions, not_finite_runs, skipped_examples
 from tl_video.data.examples import VideoQAExample, check_unique_ids
 
 RUN_FILE = "run.json"
@@ -153,6 +153,7 @@ class AnalysisRun:
     n_records: int = 0
     n_resumed: int = 0
     n_skipped: int = 0  # examples that could not be analysed (skipped records, each with its reason)
+    n_not_finite: int = 0  # runs inside analysed examples whose numbers were not finite (skipped, with the reason)
     figures: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     command: str = ""  # the command that ran it (a folder may hold analyses of several commands)
@@ -262,8 +263,11 @@ def run_study(
         run.seconds = time.time() - begin
         run.status, run.n_records = "done", len(result.records)
         run.n_skipped = len(skipped_examples(result.records))
+        run.n_not_finite = len(not_finite_runs(result.records))
         results[name] = result
-        skips = f" ({run.n_skipped} examples skipped: see the report)" if run.n_skipped else ""
+        problems = [f"{run.n_skipped} examples skipped"] * bool(run.n_skipped) + [
+            f"{run.n_not_finite} runs not finite"] * bool(run.n_not_finite)
+        skips = f" ({', '.join(problems)}: see the report)" if problems else ""
         say(f"[study] {name}: {len(result.records)} records in {run.seconds:.1f} s{skips}")
         write_run_json(out_dir, info, runs, started)
 
