@@ -206,6 +206,8 @@ SHAPES = {
 # parameter count (vision tower + projector; counts, not measurements). Tokens: video tokens at 8 and 16
 # frames plus TEXT_TOKENS of system prompt, question, options and answer prefix.
 TEXT_TOKENS = 100
+QWEN2_72B = {"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+             "intermediate_size": 29568, "vocab_size": 152064}  # the language model of both 72B models
 PUBLISHED = {
     "LLaVA-NeXT-Video-7B (Vicuna-7B LM, CLIP ViT-L/14-336)": dict(
         config={"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
@@ -216,12 +218,10 @@ PUBLISHED = {
                 "intermediate_size": 18944, "vocab_size": 152064},
         frontend=670_000_000, video_tokens={8: 4 * 256, 16: 8 * 256}, frame_units={8: 4, 16: 8}),
     "LLaVA-OneVision-72B (Qwen2-72B LM, SigLIP-so400m)": dict(
-        config={"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
-                "intermediate_size": 29568, "vocab_size": 152064},
+        config=QWEN2_72B,
         frontend=400_000_000 + 77_000_000, video_tokens={8: 8 * 196, 16: 16 * 196}, frame_units={8: 8, 16: 16}),
     "Qwen2.5-VL-72B": dict(
-        config={"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
-                "intermediate_size": 29568, "vocab_size": 152064},
+        config=QWEN2_72B,
         frontend=670_000_000, video_tokens={8: 4 * 256, 16: 8 * 256}, frame_units={8: 4, 16: 8}),
 }
 GPUS = {"80 GB": 79.6 * 2**30, "141 GB": 140.4 * 2**30}  # what nvidia-smi reports: 81,559 MiB (H100 80GB), 143,771 MiB (H200)
