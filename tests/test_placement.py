@@ -106,7 +106,7 @@ def test_loading_refuses_conflicting_device_options(qwen3_folder):
         tl_video.HookedVideoTransformer.from_pretrained(qwen3_folder, device="cpu", devices=["cpu"])
     with pytest.raises(ValueError, match="pass devices= too"):
         tl_video.HookedVideoTransformer.from_pretrained(qwen3_folder, layers_per_device=[2])
-    with pytest.raises(ValueError, match="sums to 1 layers; this model has"):
+    with pytest.raises(ValueError, match="devices for 1 layers \\(layers_per_device sums to that\\); this model has"):
         tl_video.HookedVideoTransformer.from_pretrained(qwen3_folder, devices=["cpu"], layers_per_device=[1])
     with pytest.raises(ValueError, match="CUDA is not available"):
         tl_video.HookedVideoTransformer.from_pretrained(qwen3_folder, devices=["cuda:0", "cuda:1"])

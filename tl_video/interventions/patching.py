@@ -99,12 +99,6 @@ def _positions(layout: TokenLayout, selector: str) -> torch.Tensor:
     return positions
 
 
-def _on_device_of(target: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Clean activations moved to the patched layer's device (a model split over devices caches them
-    on the unembedding's device, see `HookedVideoTransformer.place`)."""
-    return values.to(target.device)
-
-
 def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, layers, reduce, progress=True):
     if activation not in POSITIONAL_ACTIVATIONS:
         raise ValueError(f"activation {activation!r} cannot be patched by position; valid: {', '.join(POSITIONAL_ACTIVATIONS)}")
@@ -112,10 +106,10 @@ def _sweep(model, corrupted_tokens, clean_cache, metric, groups, activation, lay
     index_df = pd.DataFrame([(layer, group) for layer in layers for group in range(len(groups))], columns=["layer", "group"])
 
     def set_group(corrupted_activation, index, clean_activation):
+        # a model split over devices caches clean activations on its last device: each side indexes on its own
         positions = groups[index[1]]
-        corrupted_activation[:, positions.to(corrupted_activation.device)] = _on_device_of(
-            corrupted_activation, clean_activation[:, positions.to(clean_activation.device)]
-        )
+        clean = clean_activation[:, positions.to(clean_activation.device)]
+        corrupted_activation[:, positions.to(corrupted_activation.device)] = clean.to(corrupted_activation.device)
         return corrupted_activation
 
     with contextlib.nullcontext() if progress else _silent_transformer_lens_progress():
@@ -140,9 +134,8 @@ def _sweep_batched(model, corrupted_tokens, clean_cache, metric, groups, activat
 
     def set_groups(corrupted_activation, index, clean_activation):
         for row, positions in enumerate(groups):
-            corrupted_activation[row, positions.to(corrupted_activation.device)] = _on_device_of(
-                corrupted_activation, clean_activation[0, positions.to(clean_activation.device)]
-            )
+            clean = clean_activation[0, positions.to(clean_activation.device)]  # on the split model's last device
+            corrupted_activation[row, positions.to(corrupted_activation.device)] = clean.to(corrupted_activation.device)
         return corrupted_activation
 
     with contextlib.nullcontext() if progress else _silent_transformer_lens_progress():

@@ -319,7 +319,8 @@ class HookedVideoTransformer(TokenizationMixin, HookedRootModule):
         """
         if len(placement.blocks) != self.cfg.n_layers:
             raise ValueError(
-                f"the placement names devices for {len(placement.blocks)} blocks; this model has {self.cfg.n_layers} layers"
+                f"the placement names devices for {len(placement.blocks)} layers (layers_per_device sums to that); "
+                f"this model has {self.cfg.n_layers}"
             )
         for device in placement.devices:
             resolve_device(device)

@@ -37,12 +37,6 @@ class DevicePlacement:
             raise ValueError("a placement needs the device of at least one block")
 
     @classmethod
-    def single(cls, n_layers: int, device: DeviceLike) -> "DevicePlacement":
-        """Everything on one device."""
-        device = _device(device, "device")
-        return cls(device, (device,) * n_layers, device, device)
-
-    @classmethod
     def from_layer_counts(
         cls,
         devices: Sequence[DeviceLike],
@@ -182,20 +176,14 @@ def plan_placement(
     """The placement `from_pretrained(devices=...)` uses: blocks balanced by parameter bytes over
     `devices` (or split by `layers_per_device`), the front end on `frontend_device` (default: the first)."""
     if layers_per_device is not None:
-        placement = DevicePlacement.from_layer_counts(devices, layers_per_device, frontend_device)
-    else:
-        placement = DevicePlacement.balanced(
-            devices,
-            [_parameter_bytes(block) for block in model.blocks],
-            _parameter_bytes(model.embed),
-            _parameter_bytes(model.ln_final) + _parameter_bytes(model.unembed),
-            frontend_device,
-        )
-    if len(placement.blocks) != len(model.blocks):
-        raise ValueError(
-            f"layers_per_device sums to {len(placement.blocks)} layers; this model has {len(model.blocks)}"
-        )
-    return placement
+        return DevicePlacement.from_layer_counts(devices, layers_per_device, frontend_device)
+    return DevicePlacement.balanced(
+        devices,
+        [_parameter_bytes(block) for block in model.blocks],
+        _parameter_bytes(model.embed),
+        _parameter_bytes(model.ln_final) + _parameter_bytes(model.unembed),
+        frontend_device,
+    )
 
 
 def _parameter_bytes(module: torch.nn.Module) -> int:
