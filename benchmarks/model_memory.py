@@ -182,7 +182,7 @@ def line(case: Case, pipeline: str, measured_activations: int) -> str:
     )
     state = model_state_bytes(model)  # parameters (front end included) and buffers (the bank's spare rows included)
     measured = state + measured_activations
-    estimated = estimate.weights_bytes + (estimate.frontend_bytes or 0) + estimate.bank_bytes + estimate.activation_bytes
+    estimated = estimate.total_bytes + estimate.host_bytes  # the measurement includes the CPU-side edge matrices
     mib = 2**20
     cfg = model.cfg
     shape = f"d{cfg.d_model}xL{cfg.n_layers}xn{n_tokens}"

@@ -82,6 +82,9 @@ class ModelSizes:
         return 2 * self.d_vocab * self.d_model + self.d_vocab + self.n_layers * self.block_parameters + self.d_model
 
 
+_FIELDS = ("d_model", "n_layers", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab")
+
+
 def model_sizes(source: Any, frontend_parameters: int | None = None) -> ModelSizes:
     """Sizes from a HookedVideoTransformer, a VideoTransformerConfig, or a dict of HF-config or
     TransformerLens names (hidden_size / d_model, num_hidden_layers / n_layers, ...)."""
@@ -91,7 +94,7 @@ def model_sizes(source: Any, frontend_parameters: int | None = None) -> ModelSiz
             frontend = sum(p.numel() for p in source.frontend.parameters())
         source = source.cfg
     if isinstance(source, VideoTransformerConfig):
-        values = {name: getattr(source, name) for name in ("d_model", "n_layers", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab")}
+        values = {name: getattr(source, name) for name in _FIELDS}
     elif isinstance(source, Mapping):
         text = source.get("text_config", source)
         values = {_HF_NAMES.get(key, key): value for key, value in text.items() if _HF_NAMES.get(key, key) in _FIELDS}
@@ -109,15 +112,11 @@ def model_sizes(source: Any, frontend_parameters: int | None = None) -> ModelSiz
             "config sizes lack " + ", ".join(f"{name} (HF: {hf[name]})" for name in missing)
             + "; give them in the dict"
         )
-    values.setdefault("n_key_value_heads", values["n_heads"])
     if values.get("n_key_value_heads") is None:
         values["n_key_value_heads"] = values["n_heads"]
     if values.get("d_head") is None:
         values["d_head"] = values["d_model"] // values["n_heads"]
     return ModelSizes(**{name: int(values[name]) for name in _FIELDS}, frontend_parameters=frontend)
-
-
-_FIELDS = ("d_model", "n_layers", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab")
 
 
 @dataclass(frozen=True)
@@ -234,7 +233,7 @@ def estimate_memory(
     frontend = None if sizes.frontend_parameters is None else sizes.frontend_parameters * b
     videos = 2 if pipeline == "patching" else 1
     bank = 0 if pipeline == "frontend" else videos * n_video * (sizes.d_model * b + 4 * 8)  # embeddings, grid, index
-    phases = _phases(sizes, pipeline, n_tokens, b, n_video, n_frames, n_specs, generated_tokens, n_query_tokens)
+    phases = _phases(sizes, pipeline, n_tokens, b, n_video, n_frames, generated_tokens, n_query_tokens)
     peak = max(phases, key=lambda phase: phase.total)
     host = _host_bytes(sizes, pipeline, n_tokens, n_specs)
     terms = tuple(sorted([*peak.retained.items(), *peak.transient.items()], key=lambda item: -item[1]))
@@ -306,7 +305,7 @@ def _kv(s: ModelSizes, b: int, positions: int, layers: int) -> int:
 
 
 def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames: int,
-            n_specs: int | None, generated: int, n_query: int = 64) -> list[_Phase]:
+            generated: int, n_query: int) -> list[_Phase]:
     L, d = s.n_layers, s.d_model
     resid = n * d * b
     layers = frozenset({"residual entering each layer", "keys/values of every layer", "cached resid_pre of every layer",
@@ -351,7 +350,7 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
         # video_token_top_k: run_with_cache of resid_post (its logits stay referenced), the video rows of each
         # layer indexed then stacked (both alive while stacking), then [chunk, d_vocab] readouts: the previous chunk's float32 logits + the unembedding's output.
         kept = {"cached resid_post of every layer": L * resid}
-        readout_bytes = FLOAT32 + max(2 * b, b + FLOAT32 if b < FLOAT32 else 0)
+        readout_bytes = FLOAT32 + b + max(b, FLOAT32)
         chunk = min(LENS_CHUNK, L * n_video)
         video_rows = L * n_video * d * b
         return [
@@ -390,7 +389,7 @@ def _phases(s: ModelSizes, pipeline: str, n: int, b: int, n_video: int, n_frames
             _Phase("prefill, unembedding", kept, _logits(s, b, n, into_cache=True), layers),
             _Phase("knockout probe of the prompt, unembedding", kept,
                    {**_logits(s, b, n, into_cache=True), "causal mask": n * n * b}, layers),
-            *_phases(s, "flow", n, b, n_video, n_frames, n_specs, generated),
+            *_phases(s, "flow", n, b, n_video, n_frames, generated, n_query),
         ]
     raise AssertionError(pipeline)
 

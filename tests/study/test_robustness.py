@@ -221,10 +221,10 @@ def test_a_knockout_whose_probabilities_are_not_finite_is_a_skipped_configuratio
 def test_a_relative_change_from_a_zero_baseline_is_undefined_not_nan():
     """A baseline probability that underflowed to 0 has no relative change: null in the record (valid JSON), and
     left out of the means and tests, whose n counts only defined values."""
-    from tl_video.analyses.flow import _relative_change
+    from tl_video.analyses.flow import relative_change
 
-    assert _relative_change(0.5, 0.0) is None and _relative_change(0.0, 0.0) is None
-    assert _relative_change(0.25, 0.5) == -50.0
+    assert relative_change(0.5, 0.0) is None and relative_change(0.0, 0.0) is None
+    assert relative_change(0.25, 0.5) == -50.0
 
 
 def test_a_batch_with_a_bad_key_writes_nothing(tmp_path):

@@ -46,7 +46,9 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from tl_video.analyses.records import RecordSink, RecordedResult, RunHeader
-from tl_video.analyses.scoring import ScoredExample, StudyOptions, baseline_summary, not_finite_table, scored_examples
+from tl_video.analyses.scoring import (
+    ScoredExample, StudyOptions, baseline_summary, not_finite_reason, not_finite_table, scored_examples,
+)
 from tl_video.analyses.statistics import Finding, MeanCI, mean_ci, paired_permutation_p
 from tl_video.analyses.sweep import knockout_probabilities
 from tl_video.data.examples import VideoQAExample
@@ -234,7 +236,7 @@ def blocked_edge_count(spec: KnockoutSpec, layout: TokenLayout, n_layers: int) -
     return total, None
 
 
-def _relative_change(new: float, base: float) -> float | None:
+def relative_change(new: float, base: float) -> float | None:
     """Percent change from `base`; None (JSON null, left out of every mean and test, and out of the
     cell's n) when the baseline probability is 0, e.g. underflowed in float32, where it is undefined."""
     return (new - base) / base * 100.0 if base > 0 else None
@@ -251,7 +253,7 @@ def knockout_record(
     return {
         "answer_token": a, "true_token": t, "p_answer": p_answer, "p_answer_knockout": p_answer_new,
         "p_true": p_true, "p_true_knockout": p_true_new,
-        "change_answer": _relative_change(p_answer_new, p_answer), "change_true": _relative_change(p_true_new, p_true),
+        "change_answer": relative_change(p_answer_new, p_answer), "change_true": relative_change(p_true_new, p_true),
         "new_token": new_token, "new_correct": scored.is_true(new_token),
     }
 
@@ -307,8 +309,9 @@ def _sweep_example(model: Any, scored: ScoredExample, configs: list[FlowConfig],
     for config, (count, reason) in zip(pending, checks):
         record = {"key": config.key(example_id)} | config.fields(example_id, scored.task, k)
         new = None if count is None else next(probabilities)
-        if new is not None and not torch.isfinite(new).all():  # e.g. an fp16 overflow: never averaged
-            count, reason = None, "the knockout's probabilities are not finite (NaN or inf: an overflow?); run in float32 or bfloat16"
+        not_finite = None if new is None else not_finite_reason("the knockout's probabilities", new)
+        if not_finite is not None:  # e.g. an fp16 overflow: never averaged
+            count, reason = None, not_finite
         if count is None:
             record |= {"skipped": True, "reason": reason}
         else:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from tl_video.analyses.distributed import owns
 from tl_video.analyses.flow import (
-    FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, open_sweep,
+    FlowConfig, FlowOptions, FlowResult, blocked_edge_count, flow_configs, open_sweep, relative_change,
 )
 from tl_video.analyses.records import RecordSink
 from tl_video.analyses.scoring import (
@@ -99,16 +99,21 @@ class Answer:
     spans: tuple[tuple[int, int], ...]  # character span of each token in `text`
     anchor_index: int | None  # index into `tokens` of the probed token
     anchor_word: str | None
+    not_finite: str | None = None  # why the logits the tokens were chosen from cannot be trusted (NaN or inf)
 
 
-def generate(model: Any, prepared: PreparedInput, max_new_tokens: int, spec: KnockoutSpec | None = None) -> tuple[int, ...]:
-    """Greedy answer tokens (EOS and what follows cut off), under ``spec``'s knockout when given."""
+def generate(
+    model: Any, prepared: PreparedInput, max_new_tokens: int, spec: KnockoutSpec | None = None, what: str = "the answer's logits"
+) -> tuple[tuple[int, ...], str | None]:
+    """Greedy answer tokens (EOS and what follows cut off), under ``spec``'s knockout when given, and why the
+    logits they were chosen from are not finite (``what`` names them; None when they are all finite)."""
     hooks = [] if spec is None else knockout_hooks(spec, prepared.layout, model.cfg.n_layers)
+    steps: list[torch.Tensor] = []
     with model.hooks(fwd_hooks=hooks):
-        out = greedy_generate(model, prepared.tokens, max_new_tokens=max_new_tokens)
+        out = greedy_generate(model, prepared.tokens, max_new_tokens=max_new_tokens, on_logits=steps.append)
     new = out[0, prepared.tokens.shape[1]:].tolist()
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    return tuple(new[: new.index(eos)] if eos in new else new)
+    return tuple(new[: new.index(eos)] if eos in new else new), not_finite_reason(what, torch.cat(steps))
 
 
 def token_spans(tokenizer: Any, tokens: Sequence[int]) -> tuple[str, tuple[tuple[int, int], ...]]:
@@ -139,13 +144,13 @@ def find_anchor(text: str, spans: Sequence[tuple[int, int]], words: Sequence[str
 
 def answer(model: Any, prepared: PreparedInput, options: OpenEndedOptions) -> Answer:
     """Generate the baseline answer and locate its anchor token."""
-    tokens = generate(model, prepared, options.max_new_tokens)
+    tokens, not_finite = generate(model, prepared, options.max_new_tokens)
     text, spans = token_spans(model.tokenizer, tokens)
     if options.anchor_words:
         index, word = find_anchor(text, spans, options.anchor_words, options.anchor_occurrence)
     else:
         index, word = (options.anchor_position, None) if options.anchor_position < len(tokens) else (None, None)
-    return Answer(tokens, text, spans, index, word)
+    return Answer(tokens, text, spans, index, word, not_finite)
 
 
 @torch.no_grad()
@@ -169,22 +174,6 @@ def probe_probabilities(
             model(prepared.tokens, past_kv_cache=cache)
             rows.append(model(follow, past_kv_cache=cache)[0, -1].float().softmax(-1).cpu())
     return torch.stack(rows) if rows else torch.zeros(0, model.cfg.d_vocab)
-
-
-@torch.no_grad()
-def answer_logits(
-    model: Any, prepared: PreparedInput, tokens: Sequence[int], spec: KnockoutSpec | None = None
-) -> Float[torch.Tensor, "step d_vocab"]:
-    """The logits a greedy answer's tokens were chosen from (one row per token, and the row after the last),
-    recomputed in one cached pass under ``spec``'s knockout as in generation: what is checked for NaN or inf."""
-    hooks = [] if spec is None else knockout_hooks(spec, prepared.layout, model.cfg.n_layers)
-    with model.hooks(fwd_hooks=hooks):
-        cache = KeyValueCache.empty(model.cfg.n_layers)
-        rows = [model(prepared.tokens, past_kv_cache=cache)[0, -1:]]
-        if tokens:
-            follow = torch.tensor([list(tokens)], dtype=prepared.tokens.dtype, device=prepared.tokens.device)
-            rows.append(model(follow, past_kv_cache=cache)[0])
-    return torch.cat(rows)
 
 
 def is_correct(example: VideoQAExample, text: str) -> bool | None:
@@ -219,9 +208,8 @@ def run_open_ended(
             try:
                 prepared = prepare_for_study(model, example, options)
                 base = answer(model, prepared, options)
-                reason = not_finite_reason("the answer's logits", answer_logits(model, prepared, base.tokens))
-                if reason is not None:
-                    raise NonFiniteLogitsError(f"example {example.example_id!r}: {reason}")
+                if base.not_finite is not None:
+                    raise NonFiniteLogitsError(f"example {example.example_id!r}: {base.not_finite}")
                 task = example.task or "all"
                 record = _baseline_record(example, task, base, options, model, prepared)
             except SKIPPED_PROBLEMS as error:
@@ -283,12 +271,11 @@ def _sweep(model: Any, example_id: str, task: str, prepared: PreparedInput, base
         new_token = int(p.argmax())
         record |= {"skipped": False, "n_blocked_edges": count, "anchor_token": anchor, "anchor_index": base.anchor_index,
                    "p_anchor": p_base, "p_anchor_knockout": float(p[anchor]),
-                   "change_anchor": (float(p[anchor]) - p_base) / p_base * 100.0 if p_base > 0 else float("nan"),
+                   "change_anchor": relative_change(float(p[anchor]), p_base),
                    "new_token": new_token, "kept": new_token == anchor}
         if options.generate_under_knockout:
-            tokens = generate(model, prepared, options.max_new_tokens, config.spec)
-            reason = not_finite_reason("the logits of the answer under knockout",
-                                       answer_logits(model, prepared, tokens, config.spec))
+            tokens, reason = generate(model, prepared, options.max_new_tokens, config.spec,
+                                      what="the logits of the answer under knockout")
             record |= ({"generated_knockout": model.tokenizer.decode(list(tokens)), "same_answer": tokens == base.tokens}
                        if reason is None else {"generation_skipped": reason})
         sink.append(record)

@@ -111,7 +111,7 @@ def patching_record(model: Any, scored: ScoredExample, spec: dict[str, Any], opt
                 "corruption": spec, "corruption_label": corruption_label(spec), "activation": options.activation}
     corrupted_logits = model(corrupted.tokens)[0, -1]
     clean_logits = model(clean.tokens)[0, -1]
-    reason = not_finite_reason("the corrupted run's logits", corrupted_logits) or not_finite_reason("the clean run's logits", clean_logits)
+    reason = not_finite_reason("the corrupted run's logits", corrupted_logits)  # the clean run's were checked when scored
     if reason is not None:
         return identity | {"skipped": True, "reason": reason}
     clean_letter = scored.true_letter

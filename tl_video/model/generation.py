@@ -8,10 +8,10 @@ prompt + generated tokens) knows the extra positions are generated tokens (knock
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from tl_video.model.kv_cache import KeyValueCache
@@ -37,8 +37,12 @@ def greedy_generate(
     attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
     use_past_kv_cache: bool = True,
     verbose: bool = False,
+    on_logits: Callable[[Float[torch.Tensor, "batch d_vocab"]], None] | None = None,
 ) -> Int[torch.Tensor, "batch pos_plus_new"]:
-    """Append up to `max_new_tokens` argmax tokens; finished rows are padded with EOS."""
+    """Append up to `max_new_tokens` argmax tokens; finished rows are padded with EOS.
+
+    `on_logits` sees each step's last-position logits, the ones its tokens are chosen from (e.g. to
+    check them for NaN without running the answer again)."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     tokens = model._check_tokens(tokens)
@@ -46,7 +50,9 @@ def greedy_generate(
         eos_token_id = model.tokenizer.eos_token_id
     token = _PROMPT_LENGTH.set(tokens.shape[1])
     try:
-        return _generate(model, tokens, max_new_tokens, stop_at_eos, eos_token_id, attention_mask, use_past_kv_cache, verbose)
+        return _generate(
+            model, tokens, max_new_tokens, stop_at_eos, eos_token_id, attention_mask, use_past_kv_cache, verbose, on_logits
+        )
     finally:
         _PROMPT_LENGTH.reset(token)
 
@@ -60,6 +66,7 @@ def _generate(
     attention_mask: Int[torch.Tensor, "batch pos"] | None,
     use_past_kv_cache: bool,
     verbose: bool,
+    on_logits: Callable[[torch.Tensor], None] | None,
 ) -> Int[torch.Tensor, "batch pos_plus_new"]:
     batch = tokens.shape[0]
     finished = torch.zeros(batch, dtype=torch.bool, device=tokens.device)
@@ -71,6 +78,8 @@ def _generate(
             logits = model(tokens, attention_mask=mask)
         else:
             logits = model(step_input, attention_mask=mask, past_kv_cache=cache)
+        if on_logits is not None:
+            on_logits(logits[:, -1])
         next_token = logits[:, -1].argmax(-1).to(tokens.device)  # logits live on the unembedding's device
         if stop_at_eos and eos_token_id is not None:
             next_token = next_token.masked_fill(finished, eos_token_id)
