@@ -36,8 +36,8 @@ Limits: only placement and values are simulated. There are no streams, events or
 execution, no memory accounting (`torch.cuda.memory_allocated` and friends are not simulated),
 no CUDA kernels (CPU kernels run instead, so CUDA-only numerics such as TF32, fused CUDA attention
 kernels, non-deterministic atomics or CUDA random streams are not reproduced), no `torch.compile`,
-one thread. `numpy()`, `data_ptr()` and storages of a virtual tensor are unavailable (use `real(t)`
-or `.cpu()`); in-place operations that change a tensor's shape or strides (`resize_`, `unsqueeze_`,
+one thread. `numpy()` and storages of a virtual tensor are unavailable and `data_ptr()` returns 0
+(use `real(t)` or `.cpu()`); in-place operations that change a tensor's shape or strides (`resize_`, `unsqueeze_`,
 `t_`, ...) raise NotImplementedError; the body of a custom `torch.autograd.Function` sees virtual
 tensors as CPU tensors; a backward formula that builds a tensor from scratch gets the loss's device,
 which could raise a false device error in a model split over devices (not seen in this project's
@@ -115,7 +115,8 @@ class VirtualDeviceTensor(torch.Tensor):
         return wrapper
 
     def __tensor_flatten__(self) -> tuple[list[str], torch.device]:
-        """Torch's wrapper-subclass protocol; `nn.Module.to` swaps parameters in place through it."""
+        """Torch's wrapper-subclass protocol. Inside the context `nn.Module._apply` swaps parameters because of
+        the swap-on-conversion flag; this keeps a module conversion after the context exits swapping too."""
         return ["_inner"], self._virtual_device
 
     @staticmethod
@@ -283,7 +284,7 @@ _SPECIAL = {
     torch.Tensor.new_tensor: _new_tensor,
     torch.Tensor.__deepcopy__: _deepcopy,
 }
-_MOVES = {torch.Tensor.to: _move, torch.Tensor.cuda: _cuda}
+_MOVES = {torch.Tensor.to, torch.Tensor.cuda}  # handled by `_SPECIAL`, whatever the tensor
 # Functions that run Python hooks (tensor hooks, custom backward functions) while they run.
 _RUN_HOOKS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
@@ -300,9 +301,8 @@ def _is_pointwise(func: torch._ops.OpOverload) -> bool:
     return name in _SCALAR_FRIENDLY
 
 
-def _check_devices(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> torch.device:
-    """The one device the tensor arguments share, or torch's error naming two of them."""
-    tensors = _tensors((args, kwargs))
+def _check_devices(func: torch._ops.OpOverload, args: tuple, tensors: list[torch.Tensor]) -> torch.device:
+    """The one device the tensor arguments (`tensors`, flattened from the call) share, or torch's error naming two."""
     if func in _TRANSFERS:
         return _device_of(tensors[0])
     if func in _INDEXING:
@@ -335,7 +335,8 @@ def _run(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
             f"{func} changes a tensor's shape or strides in place, which virtual_cuda_devices cannot "
             "follow; use the out-of-place form (e.g. unsqueeze instead of unsqueeze_)"
         )
-    device = _check_devices(func, args, kwargs)
+    tensors = _tensors((args, kwargs))
+    device = _check_devices(func, args, tensors)
     if _is_cuda(kwargs.get("device")):  # an explicit CUDA target; a CPU one is the C++ core's view of the input
         device = _normalise(kwargs["device"])
         kwargs = {**kwargs, "device": _CPU}
@@ -343,7 +344,7 @@ def _run(func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
     result = func(*inner_args, **inner_kwargs)
     if device.type != "cuda":
         return result
-    wrappers = {id(real(t)): t for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)}
+    wrappers = {id(real(t)): t for t in tensors if isinstance(t, VirtualDeviceTensor)}
 
     def wrap(value: Any) -> Any:
         if not isinstance(value, torch.Tensor):
@@ -361,13 +362,13 @@ class _DeviceArgumentMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 - torch's protocol
         kwargs = kwargs or {}
         if func in _MOVES:
-            return _MOVES[func](*args, **kwargs)
+            return _SPECIAL[func](*args, **kwargs)
         virtual = [t for t in _tensors((args, kwargs)) if isinstance(t, VirtualDeviceTensor)]
         if func in _SPECIAL and virtual and args and args[0] is virtual[0]:
             return _SPECIAL[func](*args, **kwargs)
         device = kwargs.get("device")
         target = None
-        if device is not None and _is_cuda(device) and func is not torch._C._nn._parse_to:  # it only parses
+        if _is_cuda(device) and func is not torch._C._nn._parse_to:  # it only parses
             target = _normalise(device)
             kwargs = {**kwargs, "device": _CPU}
         _calls.append(virtual[0]._virtual_device if virtual else None)  # where tensors torch makes inside go
@@ -389,14 +390,10 @@ class _InternalFactoryMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206 - torch's protocol
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if _calls and _calls[-1] is not None and "device" in kwargs and not _tensors(args) and _device_of_kwarg(kwargs) == _CPU:
+        if _calls and _calls[-1] is not None and "device" in kwargs and not _tensors(args) and kwargs["device"] in (None, _CPU):
             return tree_map(lambda value: _place(value, _calls[-1]), result)
         return result
 
-
-def _device_of_kwarg(kwargs: dict) -> torch.device:
-    device = kwargs.get("device")
-    return _CPU if device is None else torch.device(device)
 
 
 @contextlib.contextmanager
